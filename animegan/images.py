@@ -1,0 +1,155 @@
+"""Reading user images safely: any mode, EXIF orientation, alpha kept aside, size limits."""
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import AnimeGANError
+
+# Larger images are refused before decoding (a decompression bomb is small on disk).
+MAX_PIXELS = int(os.environ.get("ANIMEGAN_MAX_PIXELS", 100_000_000))
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
+
+ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray, bytes]
+
+
+@dataclass
+class PreparedImage:
+    """RGB pixels ready for a network, plus what is needed to rebuild the original's form."""
+
+    rgb: Image.Image
+    alpha: Image.Image | None
+    name: str
+
+
+def open_image(source: ImageInput, name: str | None = None) -> Image.Image:
+    """Open a path, bytes, array or PIL image, refusing pixel counts over ``MAX_PIXELS``."""
+    if isinstance(source, Image.Image):
+        _check_pixels(source.size, name or "image")
+        return source
+    if isinstance(source, np.ndarray):
+        return _from_array(source, name or "array")
+    label = name or (str(source) if not isinstance(source, bytes) else "upload")
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if path.is_dir():
+            raise AnimeGANError(f"{label}: is a folder, not an image")
+        if not path.is_file():
+            raise AnimeGANError(f"{label}: no such file")
+        if path.stat().st_size == 0:
+            raise AnimeGANError(f"{label}: empty file")
+    elif isinstance(source, bytes) and not source:
+        raise AnimeGANError(f"{label}: empty file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+            _check_pixels(image.size, label)
+            image.load()
+    except AnimeGANError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise AnimeGANError(f"{label}: image is too large to process safely") from None
+    except UnidentifiedImageError:
+        raise AnimeGANError(f"{label}: not an image, or a format this tool cannot read") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise AnimeGANError(f"{label}: truncated or damaged image ({str(exc).splitlines()[0][:120]})") from None
+    return image
+
+
+def _check_pixels(size: tuple[int, int], label: str) -> None:
+    w, h = size
+    if w < 1 or h < 1:
+        raise AnimeGANError(f"{label}: image has no pixels")
+    if w * h > MAX_PIXELS:
+        raise AnimeGANError(f"{label}: {w}x{h} is too large ({w * h / 1e6:.0f} MP; the limit is "
+                            f"{MAX_PIXELS / 1e6:.0f} MP)")
+
+
+def _from_array(array: np.ndarray, label: str) -> Image.Image:
+    """uint8/uint16/float arrays, HxW, HxWx1, HxWx3 or HxWx4, RGB order."""
+    a = np.asarray(array)
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[:, :, 0]
+    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (3, 4)):
+        raise AnimeGANError(f"{label}: array of shape {a.shape} is not an image (HxW, HxWx3 or HxWx4)")
+    _check_pixels((a.shape[1], a.shape[0]), label)
+    if a.dtype == np.uint16:
+        a = (a >> 8).astype(np.uint8)
+    elif np.issubdtype(a.dtype, np.floating):
+        a = (np.clip(np.nan_to_num(a), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    elif a.dtype != np.uint8:
+        a = np.clip(a, 0, 255).astype(np.uint8)
+    return Image.fromarray(np.ascontiguousarray(a))
+
+
+def prepare_image(source: ImageInput, name: str | None = None) -> PreparedImage:
+    """Upright RGB plus the alpha channel (if any) from any PIL mode.
+
+    EXIF orientation is applied; animated images give their first frame; 16-bit, CMYK,
+    palette (with transparency), grayscale and LA inputs all come out as 8-bit RGB.
+    """
+    image = open_image(source, name)
+    label = name or getattr(image, "filename", None) or "image"
+    if getattr(image, "n_frames", 1) > 1:
+        image.seek(0)
+    try:
+        image = ImageOps.exif_transpose(image)
+    except Exception:  # a damaged EXIF block must not lose the picture
+        pass
+    mode = image.mode
+    alpha = None
+    if mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+        mode = image.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        a = np.asarray(image, dtype=np.int64)
+        peak = 65535 if a.max(initial=0) > 255 else 255
+        image = Image.fromarray((np.clip(a, 0, peak) * (255.0 / peak) + 0.5).astype(np.uint8), "L")
+    elif mode == "F":
+        a = np.asarray(image, dtype=np.float32)
+        lo, hi = float(a.min(initial=0)), float(a.max(initial=1))
+        image = Image.fromarray(((a - lo) / max(hi - lo, 1e-6) * 255 + 0.5).astype(np.uint8), "L")
+    elif mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        alpha = rgba.getchannel("A")
+        image = rgba
+    elif mode == "RGBX":
+        image = image.convert("RGB")
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    return PreparedImage(rgb=image, alpha=alpha, name=str(label))
+
+
+def finish_image(rgb: Image.Image, alpha: Image.Image | None) -> Image.Image:
+    """Put the original alpha back on a stylized RGB image of the same size."""
+    if alpha is None:
+        return rgb
+    if alpha.size != rgb.size:
+        alpha = alpha.resize(rgb.size, Image.Resampling.LANCZOS)
+    out = rgb.convert("RGBA")
+    out.putalpha(alpha)
+    return out
+
+
+def image_files(paths: list[str | os.PathLike[str]]) -> list[Path]:
+    """Expand files and folders (recursively) into image files, in a stable order."""
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            files += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+        else:
+            files.append(p)
+    return files
+
+
+def to_tensor_range(image: Image.Image) -> np.ndarray:
+    """RGB PIL image -> float32 HxWx3 in [-1, 1]."""
+    return np.asarray(image, dtype=np.float32) / 127.5 - 1.0

@@ -1,0 +1,158 @@
+"""Photo to anime: image in, image out.
+
+Handles what lies between a user's file and the network: orientation, alpha, odd modes,
+the size policy (a cap on the long side, padding to what the model accepts, the result
+back at the input's size), tiles for large images, batches, device and precision,
+portrait crops and colour retention.
+"""
+from __future__ import annotations
+
+import functools
+import threading
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from . import device as device_policy
+from .colors import match_colors
+from .errors import AnimeGANError
+from .images import ImageInput, finish_image, prepare_image
+from .portrait import largest_face, portrait_box
+from .tiles import run_tiled
+from .weights import build_from_weights, default_style, load_weights
+
+PORTRAIT_SIDE = 512
+
+
+@dataclass
+class StyleOptions:
+    """What a user can choose about one stylization."""
+
+    portrait: bool = False
+    keep_colors: bool = False
+    max_side: int | None = None  # cap on the long side for inference; None or 0 = full size
+    tile: int = 1024  # tile side for large images; 0 = never tile
+
+
+class Stylizer:
+    """One style's network on one device, ready to stylize images and video frames."""
+
+    def __init__(self, style: str | None = None, device: str | torch.device | None = None,
+                 half: bool | None = None) -> None:
+        weights = load_weights(style if style is not None else default_style())
+        if weights.kind != "style":
+            raise AnimeGANError(f"{weights.source}: holds a {weights.kind} model, not a photo-to-anime style")
+        self.name = str(style) if style is not None else weights.metadata.get("name", "style")
+        self.metadata = weights.metadata
+        self.device = device_policy.pick_device(device)
+        self.dtype = device_policy.inference_dtype(self.device, half)
+        self.model = device_policy.prepare(build_from_weights(weights), self.device, self.dtype)
+        self.min_size = getattr(self.model, "min_size", 16)
+        self.multiple = getattr(self.model, "size_multiple", 1)
+        # Tiling swaps norm hooks in and out of the model; one caller at a time per model.
+        self._lock = threading.Lock()
+
+    # -- tensors ------------------------------------------------------------------------
+    def _run(self, batch: torch.Tensor, tile: int) -> torch.Tensor:
+        """(N, 3, H, W) float in [-1, 1] on the CPU -> same shape, padded as the model needs."""
+        n, _, h, w = batch.shape
+        target_h = max(self.min_size, -(-h // self.multiple) * self.multiple)
+        target_w = max(self.min_size, -(-w // self.multiple) * self.multiple)
+        x = batch.to(self.device, self.dtype).contiguous(memory_format=device_policy.memory_format(self.device))
+        if (target_h, target_w) != (h, w):
+            # Reflect needs the pad to be smaller than the side; tiny images replicate instead.
+            mode = "reflect" if target_h - h < h and target_w - w < w else "replicate"
+            x = F.pad(x, (0, target_w - w, 0, target_h - h), mode=mode)
+        with self._lock, torch.inference_mode():
+            if tile and target_h * target_w > 2 * tile * tile:
+                y = run_tiled(self.model, x, tile=tile)
+            else:
+                y = self.model(x)
+            return y[:, :, :h, :w].float().clamp(-1, 1).cpu().clone()
+
+    def run_arrays(self, frames: Sequence[np.ndarray], tile: int = 1024) -> list[np.ndarray]:
+        """Stylize same-size RGB uint8 arrays (H, W, 3) as one batch."""
+        if not frames:
+            return []
+        batch = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
+        out = self._run(batch, tile)
+        return list(((out + 1.0) * 127.5).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy())
+
+    # -- images -------------------------------------------------------------------------
+    def __call__(self, image: ImageInput, options: StyleOptions | None = None, name: str | None = None) -> Image.Image:
+        """Stylize one image; the result has the input's size (or the portrait crop's)."""
+        return self.stylize_many([image], options, names=[name] if name else None)[0]
+
+    def stylize_many(self, images: Sequence[ImageInput], options: StyleOptions | None = None,
+                     names: Sequence[str] | None = None, batch_size: int = 4) -> list[Image.Image]:
+        """Stylize several images, batching those that share a working size."""
+        options = options or StyleOptions()
+        prepared = [self._prepare(img, options, names[i] if names else None) for i, img in enumerate(images)]
+        results: list[Image.Image | None] = [None] * len(prepared)
+        by_size: dict[tuple[int, int], list[int]] = {}
+        for i, item in enumerate(prepared):
+            by_size.setdefault(item.work.size, []).append(i)
+        for indices in by_size.values():
+            for start in range(0, len(indices), batch_size):
+                chunk = indices[start:start + batch_size]
+                outs = self.run_arrays([np.asarray(prepared[i].work) for i in chunk], tile=options.tile)
+                for i, out in zip(chunk, outs):
+                    results[i] = prepared[i].finish(out, options)
+        return results  # type: ignore[return-value]
+
+    def _prepare(self, image: ImageInput, options: StyleOptions, name: str | None) -> "_Job":
+        src = prepare_image(image, name)
+        rgb, alpha = src.rgb, src.alpha
+        if options.portrait:
+            face = largest_face(np.asarray(rgb))
+            if face is not None:
+                box = portrait_box(rgb.size, face)
+                rgb = rgb.crop(box).resize((PORTRAIT_SIDE, PORTRAIT_SIDE), Image.Resampling.LANCZOS)
+                alpha = alpha.crop(box).resize(rgb.size, Image.Resampling.LANCZOS) if alpha is not None else None
+        work = rgb
+        if options.max_side and max(rgb.size) > options.max_side:
+            scale = options.max_side / max(rgb.size)
+            size = (max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale)))
+            work = rgb.resize(size, Image.Resampling.LANCZOS)
+        return _Job(source=rgb, work=work, alpha=alpha)
+
+
+@dataclass
+class _Job:
+    source: Image.Image  # upright RGB at output size
+    work: Image.Image  # what the network sees
+    alpha: Image.Image | None
+
+    def finish(self, out: np.ndarray, options: StyleOptions) -> Image.Image:
+        result = Image.fromarray(out)
+        if result.size != self.source.size:
+            result = result.resize(self.source.size, Image.Resampling.LANCZOS)
+        if options.keep_colors:
+            result = Image.fromarray(match_colors(np.asarray(result), np.asarray(self.source)))
+        return finish_image(result, self.alpha)
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_stylizer(style: str | None, device: str | None, half: bool | None) -> Stylizer:
+    return Stylizer(style, device, half)
+
+
+def get_stylizer(style: str | None = None, device: str | None = None, half: bool | None = None) -> Stylizer:
+    """A cached ``Stylizer`` (loading weights once per style and device)."""
+    return _cached_stylizer(None if style is None else str(style), None if device is None else str(device), half)
+
+
+def stylize(image: ImageInput, style: str | None = None, *, portrait: bool = False, keep_colors: bool = False,
+            max_side: int | None = None, tile: int = 1024, device: str | None = None) -> Image.Image:
+    """Stylize one image (path, PIL image, array or bytes) and return a PIL image.
+
+    ``style`` is a style name, a ``.safetensors`` file or a community ``.pt`` file; ``None``
+    means the default style. The output has the input's size, or 512x512 in portrait mode
+    when a face is found, and keeps the input's alpha channel.
+    """
+    options = StyleOptions(portrait=portrait, keep_colors=keep_colors, max_side=max_side, tile=tile)
+    return get_stylizer(style, device)(image, options)

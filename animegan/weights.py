@@ -1,0 +1,392 @@
+"""Weights registry: a style name, a file path or a community preset -> a ready network.
+
+Three sources, in the order the app lists them:
+
+* the project's own weights in ``weights/``: ``NAME.safetensors`` with ``NAME.json`` beside it;
+  the same metadata is embedded in the safetensors header, so a lone file rebuilds itself;
+* community AnimeGANv2 presets (``face_paint_512_v2`` ...), downloaded once into the cache
+  (``$ANIMEGAN_CACHE``, else ``$XDG_CACHE_HOME/animegan``, else ``~/.cache/animegan``);
+* any ``.safetensors`` or ``.pt`` path a user passes.
+
+Nothing here unpickles arbitrary objects: safetensors, or ``torch.load(weights_only=True)``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import urllib.error
+import urllib.request
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .errors import AnimeGANError
+from .fileio import atomic_path, atomic_write_json
+from .models import ARCHITECTURES, architecture_kind, build_model
+
+FORMAT = "animegan-weights/1"
+HEADER_KEY = "animegan"
+PACKAGE_WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+
+COMMUNITY_URL = "https://github.com/bryandlee/animegan2-pytorch/raw/main/weights/{name}.pt"
+COMMUNITY_PRESETS: dict[str, str] = {
+    "face_paint_512_v2": "Portraits, strong lines (community AnimeGANv2, trained on 512px face crops)",
+    "face_paint_512_v1": "Portraits, softer (community AnimeGANv2, 512px face crops)",
+    "celeba_distill": "Portraits, distilled from a CelebA teacher (community AnimeGANv2)",
+    "paprika": "Scenery in the style of the film Paprika (community AnimeGANv2)",
+}
+COMMUNITY_META: dict[str, Any] = {
+    "format": FORMAT,
+    "kind": "style",
+    "architecture": "animeganv2",
+    "config": {"align_corners": True},
+    "licence": "Community AnimeGANv2 PyTorch port weights (bryandlee/animegan2-pytorch, MIT code); "
+               "check that repository for the terms of the weights.",
+}
+
+
+@dataclass
+class LoadedWeights:
+    """A state dict with the metadata needed to rebuild its network."""
+
+    source: str
+    state_dict: dict[str, torch.Tensor]
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def architecture(self) -> str:
+        return self.metadata["architecture"]
+
+    @property
+    def kind(self) -> str:
+        return self.metadata.get("kind") or architecture_kind(self.architecture)
+
+
+# ----------------------------------------------------------------------------------------
+# Where things live
+# ----------------------------------------------------------------------------------------
+def weights_dir() -> Path:
+    """The project's weights folder (``$ANIMEGAN_WEIGHTS_DIR`` overrides it)."""
+    return Path(os.environ.get("ANIMEGAN_WEIGHTS_DIR") or PACKAGE_WEIGHTS_DIR)
+
+
+def cache_dir() -> Path:
+    """Where downloaded presets are kept."""
+    if os.environ.get("ANIMEGAN_CACHE"):
+        return Path(os.environ["ANIMEGAN_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "animegan"
+
+
+def offline() -> bool:
+    """True when downloads are forbidden (``ANIMEGAN_OFFLINE=1`` or ``HF_HUB_OFFLINE=1``)."""
+    return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes") for v in ("ANIMEGAN_OFFLINE", "HF_HUB_OFFLINE"))
+
+
+# ----------------------------------------------------------------------------------------
+# Listing
+# ----------------------------------------------------------------------------------------
+def project_weights(kind: str | None = None) -> dict[str, dict[str, Any]]:
+    """name -> metadata for every readable project weights file (optionally of one kind)."""
+    found: dict[str, dict[str, Any]] = {}
+    folder = weights_dir()
+    if not folder.is_dir():
+        return found
+    for path in sorted(folder.glob("*.safetensors")):
+        try:
+            meta = read_metadata(path)
+        except AnimeGANError:
+            continue  # an unreadable file is reported when someone asks for it by name
+        if kind is None or meta.get("kind") == kind:
+            found[path.stem] = meta
+    # Shipped styles first (their metadata may give an order), then alphabetical.
+    return dict(sorted(found.items(), key=lambda kv: (kv[1].get("order", 100), kv[0])))
+
+
+def available_styles() -> list[str]:
+    """Style names for menus: the project's own styles first, then the community presets."""
+    return [*project_weights("style"), *COMMUNITY_PRESETS]
+
+
+def offline_styles() -> list[str]:
+    """Styles usable right now without a network: project styles and already-cached presets."""
+    cached = [n for n in COMMUNITY_PRESETS if _cached_preset_path(n).is_file()]
+    return [*project_weights("style"), *cached]
+
+
+def default_style() -> str:
+    """The style used when none is named: the first one available offline."""
+    styles = offline_styles()
+    if not styles:
+        raise AnimeGANError(no_styles_message())
+    return styles[0]
+
+
+def no_styles_message() -> str:
+    return ("no anime style is available offline yet: pass a community preset such as "
+            "--style face_paint_512_v2 (downloaded once, then cached), a weights file, or train one "
+            "with 'python -m train.animegan --data DIR --out runs/NAME'")
+
+
+def describe(name: str) -> str:
+    """A one-line description for menus."""
+    if name in COMMUNITY_PRESETS:
+        cached = "" if _cached_preset_path(name).is_file() else " [downloads on first use]"
+        return COMMUNITY_PRESETS[name] + cached
+    meta = project_weights().get(name, {})
+    return meta.get("description", name)
+
+
+# ----------------------------------------------------------------------------------------
+# Reading
+# ----------------------------------------------------------------------------------------
+def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Metadata of a safetensors weights file: the sidecar JSON, else the header's copy."""
+    path = Path(path)
+    sidecar = path.with_suffix(".json")
+    if sidecar.is_file():
+        try:
+            meta = json.loads(sidecar.read_text(encoding="utf-8"))
+        except ValueError as exc:
+            raise AnimeGANError(f"{sidecar}: metadata is not valid JSON ({exc})") from None
+    else:
+        meta = _header_metadata(path)
+    return _check_metadata(meta, path)
+
+
+def _header_metadata(path: Path) -> dict[str, Any]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            header = fh.metadata() or {}
+    except FileNotFoundError:
+        raise AnimeGANError(f"{path}: no such weights file") from None
+    except Exception as exc:  # safetensors raises several types for bad files
+        raise AnimeGANError(f"{path}: not a readable safetensors file ({_short(exc)})") from None
+    if HEADER_KEY not in header:
+        raise AnimeGANError(f"{path}: safetensors file without animegan metadata and no {path.stem}.json beside it; "
+                            "say which architecture it is by adding that JSON")
+    try:
+        return json.loads(header[HEADER_KEY])
+    except ValueError:
+        raise AnimeGANError(f"{path}: damaged animegan metadata in the safetensors header") from None
+
+
+def _check_metadata(meta: Any, path: Path) -> dict[str, Any]:
+    if not isinstance(meta, dict) or "architecture" not in meta:
+        raise AnimeGANError(f"{path}: metadata has no 'architecture'")
+    if meta["architecture"] not in ARCHITECTURES:
+        raise AnimeGANError(f"{path}: unknown architecture {meta['architecture']!r} "
+                            f"(this version knows {', '.join(sorted(ARCHITECTURES))})")
+    meta.setdefault("kind", architecture_kind(meta["architecture"]))
+    meta.setdefault("config", {})
+    return meta
+
+
+def load_weights(name_or_path: str | os.PathLike[str]) -> LoadedWeights:
+    """Resolve a style name, preset name or file path to a state dict plus metadata."""
+    text = str(name_or_path).strip()
+    if not text:
+        raise AnimeGANError(no_styles_message())
+    project_file = weights_dir() / f"{text}.safetensors"
+    if os.sep not in text and "/" not in text and project_file.is_file():
+        return _load_safetensors(project_file)
+    if text in COMMUNITY_PRESETS:
+        return _load_community_pt(fetch_preset(text), metadata={**COMMUNITY_META, "name": text,
+                                                                "description": COMMUNITY_PRESETS[text]})
+    path = Path(text).expanduser()
+    if path.is_dir():
+        raise AnimeGANError(f"{path}: is a folder, not a weights file")
+    if not path.exists():
+        known = ", ".join(available_styles()) or "none"
+        raise AnimeGANError(f"unknown style or missing file {text!r} (styles: {known})")
+    if path.suffix == ".safetensors":
+        return _load_safetensors(path)
+    if path.suffix in (".pt", ".pth", ".ckpt", ".bin"):
+        return _load_community_pt(path, metadata={**COMMUNITY_META, "name": path.stem, "description": path.name})
+    raise AnimeGANError(f"{path}: unsupported weights file type {path.suffix!r} (use .safetensors or .pt)")
+
+
+def _load_safetensors(path: Path) -> LoadedWeights:
+    meta = read_metadata(path)
+    try:
+        state = load_file(str(path))
+    except Exception as exc:  # safetensors raises several types for bad files
+        raise AnimeGANError(f"{path}: not a readable safetensors file ({_short(exc)})") from None
+    return LoadedWeights(str(path), state, meta)
+
+
+def _load_community_pt(path: Path, metadata: dict[str, Any]) -> LoadedWeights:
+    state = read_pt_state_dict(path)
+    reference = build_model("animeganv2").state_dict()
+    return LoadedWeights(str(path), convert_v2_state_dict(state, reference, path), metadata)
+
+
+def read_pt_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """A PyTorch checkpoint's tensors, loaded without running any pickled code."""
+    if path.stat().st_size == 0:
+        raise AnimeGANError(f"{path}: empty file")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for bad pickles and bad zips
+        message = str(exc)
+        if "weights_only" in message or "Unsupported global" in message or "GLOBAL" in message:
+            raise AnimeGANError(f"{path}: refused: the file holds Python objects other than tensors, "
+                                "and loading it could run code") from None
+        if isinstance(exc, (zipfile.BadZipFile, EOFError, RuntimeError)) or "zip" in message.lower():
+            raise AnimeGANError(f"{path}: truncated or damaged checkpoint ({_short(exc)})") from None
+        raise AnimeGANError(f"{path}: not a PyTorch checkpoint ({_short(exc)})") from None
+    return unwrap_state_dict(obj, path)
+
+
+def unwrap_state_dict(obj: Any, path: Path | str) -> dict[str, torch.Tensor]:
+    """Find the generator's tensors in the dict layouts other ports use; strip ``module.``."""
+    for key in ("model_state_dict", "state_dict", "generator", "netG", "G", "model"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    if not isinstance(obj, dict) or not obj:
+        raise AnimeGANError(f"{path}: no state dict found in the checkpoint")
+    tensors = {str(k): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    if not tensors:
+        raise AnimeGANError(f"{path}: the checkpoint holds no tensors")
+    if all(k.startswith("module.") for k in tensors):
+        tensors = {k[len("module."):]: v for k, v in tensors.items()}
+    return tensors
+
+
+def convert_v2_state_dict(state: dict[str, torch.Tensor], reference: dict[str, torch.Tensor],
+                          path: Path | str) -> dict[str, torch.Tensor]:
+    """Match a checkpoint to the community AnimeGANv2 keys: by name, else by tensor order."""
+    if set(state) == set(reference):
+        _check_shapes(state, reference, path)
+        return state
+    if len(state) != len(reference):
+        raise AnimeGANError(f"{path}: not an AnimeGANv2 generator ({len(state)} tensors, expected {len(reference)})")
+    renamed = dict(zip(reference, state.values()))
+    for (ours, theirs), (their_key, their_tensor) in zip(reference.items(), state.items()):
+        if tuple(theirs.shape) != tuple(their_tensor.shape):
+            raise AnimeGANError(f"{path}: not an AnimeGANv2 generator: tensor {their_key!r} has shape "
+                                f"{tuple(their_tensor.shape)} where {ours!r} needs {tuple(theirs.shape)}")
+    return renamed
+
+
+def _check_shapes(state: dict[str, torch.Tensor], reference: dict[str, torch.Tensor], path: Path | str) -> None:
+    missing = [k for k in reference if k not in state]
+    unexpected = [k for k in state if k not in reference]
+    if missing or unexpected:
+        detail = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
+        raise AnimeGANError(f"{path}: weights do not fit the architecture ({detail})")
+    for key, ref in reference.items():
+        if tuple(state[key].shape) != tuple(ref.shape):
+            raise AnimeGANError(f"{path}: tensor {key!r} has shape {tuple(state[key].shape)}, "
+                                f"the architecture needs {tuple(ref.shape)}")
+
+
+def build_from_weights(weights: LoadedWeights) -> nn.Module:
+    """Rebuild the network its metadata describes and load the tensors (shapes checked first)."""
+    try:
+        model = build_model(weights.architecture, weights.metadata.get("config"))
+    except (TypeError, ValueError) as exc:
+        raise AnimeGANError(f"{weights.source}: bad architecture config ({exc})") from None
+    reference = model.state_dict()
+    _check_shapes(weights.state_dict, reference, weights.source)
+    model.load_state_dict({k: v.to(reference[k].dtype) for k, v in weights.state_dict.items()})
+    return model.eval()
+
+
+def load_generator(name_or_path: str | os.PathLike[str] | None = None) -> nn.Module:
+    """The raw network in eval mode on the CPU (input NCHW in [-1, 1], output in [-1, 1]).
+
+    Accepts a style name, a ``.safetensors`` file or a community ``.pt`` file; ``None``
+    means the default style.
+    """
+    weights = load_weights(name_or_path if name_or_path is not None else default_style())
+    model = build_from_weights(weights)
+    model.metadata = weights.metadata  # type: ignore[attr-defined]
+    return model
+
+
+# ----------------------------------------------------------------------------------------
+# Writing
+# ----------------------------------------------------------------------------------------
+def save_weights(path: str | os.PathLike[str], state_dict: dict[str, torch.Tensor], metadata: dict[str, Any],
+                 dtype: torch.dtype | None = torch.float16) -> Path:
+    """Write ``NAME.safetensors`` (metadata in its header) and ``NAME.json`` beside it, atomically.
+
+    ``metadata`` needs at least ``architecture`` (and ``config`` when not the default).
+    Floating tensors are stored as ``dtype`` (fp16 halves the size; inference upcasts).
+    """
+    path = Path(path)
+    meta = _check_metadata({"format": FORMAT, **metadata, "name": metadata.get("name", path.stem)}, path)
+    tensors = {k: (v.detach().to(dtype) if dtype is not None and v.is_floating_point() else v.detach()).contiguous().cpu()
+               for k, v in state_dict.items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={HEADER_KEY: json.dumps(meta)})
+    atomic_write_json(path.with_suffix(".json"), meta)
+    return path
+
+
+# ----------------------------------------------------------------------------------------
+# Community presets: download once, verify, cache
+# ----------------------------------------------------------------------------------------
+def _cached_preset_path(name: str) -> Path:
+    return cache_dir() / "presets" / f"{name}.pt"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _valid_preset(path: Path) -> bool:
+    """A cached preset is used only if its checksum matches the one taken when it was fetched."""
+    sidecar = path.with_suffix(".sha256")
+    if not path.is_file() or not sidecar.is_file():
+        return False
+    return sidecar.read_text().strip() == _sha256(path)
+
+
+def fetch_preset(name: str, url: str | None = None) -> Path:
+    """The cached file of a community preset, downloading it first when needed.
+
+    The download goes to a temporary file, must load as a valid AnimeGANv2 state dict, and
+    only then is moved into the cache with its checksum; a damaged cached copy is fetched again.
+    """
+    path = _cached_preset_path(name)
+    if _valid_preset(path):
+        return path
+    if path.exists():
+        path.unlink()  # damaged or partial: never load it
+    if offline():
+        raise AnimeGANError(f"style {name!r} is not cached and downloads are off (offline mode); "
+                            "run once with a network, or use a weights file")
+    url = url or COMMUNITY_URL.format(name=name)
+    with atomic_path(path) as tmp:
+        try:
+            with urllib.request.urlopen(url, timeout=60) as response, open(tmp, "wb") as out:
+                while chunk := response.read(1 << 20):
+                    out.write(chunk)
+        except (urllib.error.URLError, OSError, TimeoutError) as exc:
+            raise AnimeGANError(f"could not download style {name!r} from {url} ({_short(exc)}); "
+                                "check the network or use a weights file") from None
+        state = read_pt_state_dict(tmp)  # raises a clear error on a broken download
+        convert_v2_state_dict(state, build_model("animeganv2").state_dict(), url)
+        digest = _sha256(tmp)
+    path.with_suffix(".sha256").write_text(digest + "\n")
+    return path
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:200]

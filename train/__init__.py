@@ -1,0 +1,1 @@
+"""Trainers: separate processes that write run folders (see ``train.runs``)."""

@@ -1,0 +1,227 @@
+"""The run folder, shared by every trainer and read by the UI while it grows.
+
+Layout::
+
+    RUN/config.json          the full config the run was started with
+    RUN/metrics.jsonl        one JSON object per logged step, always with "step" and "time"
+    RUN/samples/step_XXXXXXXX.png   fixed-input sample grids
+    RUN/checkpoints/step_XXXXXXXX.pt  complete checkpoints (atomic), newest few kept
+    RUN/status.json          state (running / stopped / finished / failed), pid, step, total
+
+Checkpoints are plain dicts of tensors and numbers, saved with ``torch.save`` and read back
+with ``torch.load(weights_only=True)``: resuming never unpickles arbitrary objects.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+from animegan.errors import AnimeGANError
+from animegan.fileio import atomic_path, atomic_write_json
+
+CHECKPOINT_GLOB = "step_*.pt"
+
+
+class RunFolder:
+    """One training run on disk. Safe to read from another process at any time."""
+
+    def __init__(self, path: str | os.PathLike[str], keep_checkpoints: int = 3) -> None:
+        self.path = Path(path)
+        self.keep_checkpoints = keep_checkpoints
+
+    # -- layout -------------------------------------------------------------------------
+    @property
+    def config_path(self) -> Path:
+        return self.path / "config.json"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    @property
+    def samples_dir(self) -> Path:
+        return self.path / "samples"
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def status_path(self) -> Path:
+        return self.path / "status.json"
+
+    def create(self, config: dict[str, Any], resume: bool = False) -> None:
+        """Make the folder. A fresh run refuses a folder that already holds checkpoints."""
+        if not resume and self.checkpoints():
+            raise AnimeGANError(f"run folder {self.path} already holds a run; pass --resume to continue it")
+        self.samples_dir.mkdir(parents=True, exist_ok=True)
+        self.checkpoints_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self.config_path, config)
+
+    def read_config(self) -> dict[str, Any]:
+        try:
+            return json.loads(self.config_path.read_text())
+        except FileNotFoundError:
+            raise AnimeGANError(f"{self.path} is not a run folder (no config.json)") from None
+        except (OSError, ValueError) as exc:
+            raise AnimeGANError(f"{self.config_path}: unreadable config ({exc})") from None
+
+    # -- metrics ------------------------------------------------------------------------
+    def log(self, step: int, **values: Any) -> dict[str, Any]:
+        """Append one metrics line. Each line is written whole in one call, then flushed."""
+        record = {"step": int(step), "time": time.time(), **{k: _plain(v) for k, v in values.items()}}
+        line = json.dumps(record) + "\n"
+        with open(self.metrics_path, "a", encoding="utf-8") as fh:
+            fh.write(line)
+            fh.flush()
+        return record
+
+    def metrics(self) -> list[dict[str, Any]]:
+        """Every complete metrics line (a line cut short by a crash is skipped)."""
+        return read_metrics(self.metrics_path)
+
+    def truncate_metrics(self, after_step: int) -> None:
+        """Drop lines logged after ``after_step``: a resumed run redoes those steps."""
+        kept = [r for r in self.metrics() if r["step"] <= after_step]
+        with atomic_path(self.metrics_path) as tmp:
+            tmp.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
+
+    # -- samples ------------------------------------------------------------------------
+    def sample_path(self, step: int) -> Path:
+        return self.samples_dir / f"step_{step:08d}.png"
+
+    def save_sample(self, step: int, image: Any) -> Path:
+        """Save a PIL image as this step's sample grid, atomically."""
+        final = self.sample_path(step)
+        with atomic_path(final) as tmp:
+            image.save(tmp, format="PNG")
+        return final
+
+    def samples(self) -> list[Path]:
+        return sorted(self.samples_dir.glob("step_*.png")) if self.samples_dir.is_dir() else []
+
+    # -- checkpoints --------------------------------------------------------------------
+    def checkpoints(self) -> list[Path]:
+        """Checkpoint files, oldest first."""
+        return sorted(self.checkpoints_dir.glob(CHECKPOINT_GLOB)) if self.checkpoints_dir.is_dir() else []
+
+    def save_checkpoint(self, step: int, state: dict[str, Any]) -> Path:
+        """Write ``state`` atomically as this step's checkpoint, then prune old ones."""
+        final = self.checkpoints_dir / f"step_{step:08d}.pt"
+        with atomic_path(final) as tmp:
+            torch.save({**state, "step": int(step)}, tmp)
+        for old in self.checkpoints()[: -self.keep_checkpoints]:
+            old.unlink(missing_ok=True)
+        return final
+
+    def load_latest_checkpoint(self, map_location: str | torch.device = "cpu") -> dict[str, Any] | None:
+        """The newest checkpoint that loads; a damaged one is reported and skipped."""
+        for path in reversed(self.checkpoints()):
+            try:
+                return torch.load(path, map_location=map_location, weights_only=True)
+            except Exception as exc:  # a damaged file must not stop the resume
+                print(f"warning: skipping unreadable checkpoint {path.name}: {exc}", flush=True)
+        return None
+
+    # -- status -------------------------------------------------------------------------
+    def write_status(self, state: str, **extra: Any) -> None:
+        atomic_write_json(self.status_path, {"state": state, "pid": os.getpid(), "time": time.time(), **extra})
+
+    def read_status(self) -> dict[str, Any]:
+        try:
+            return json.loads(self.status_path.read_text())
+        except (OSError, ValueError):
+            return {}
+
+
+def read_metrics(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Parse a metrics.jsonl, skipping a partial or damaged line."""
+    records = []
+    try:
+        with open(path, encoding="utf-8") as fh:
+            for line in fh:
+                if not line.endswith("\n"):
+                    break  # still being written
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(record, dict) and "step" in record:
+                    records.append(record)
+    except FileNotFoundError:
+        pass
+    return records
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.item() if value.numel() == 1 else value.tolist()
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    return value
+
+
+def step_generator(seed: int, step: int, rank: int = 0) -> torch.Generator:
+    """A CPU generator for one step's randomness (batch choice, augmentation, noise).
+
+    Seeding from (seed, step, rank) rather than carrying one stream makes a resumed run draw
+    exactly what the uninterrupted run would have drawn, without saving data-loader state.
+    """
+    return torch.Generator().manual_seed((seed * 1_000_003 + step) * 4099 + rank)
+
+
+def rng_state() -> dict[str, Any]:
+    """Global RNG states as tensors and plain numbers, so checkpoints load with weights_only."""
+    _, np_keys, np_pos, _, _ = np.random.get_state()
+    py_version, py_keys, _ = random.getstate()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy_keys": torch.from_numpy(np_keys.astype(np.int64)),
+        "numpy_pos": int(np_pos),
+        "python_keys": torch.tensor(py_keys, dtype=torch.int64),
+        "python_version": int(py_version),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what ``rng_state`` saved."""
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    np.random.set_state(("MT19937", state["numpy_keys"].numpy().astype(np.uint32), state["numpy_pos"], 0, 0.0))
+    random.setstate((state["python_version"], tuple(int(k) for k in state["python_keys"]), None))
+
+
+class GracefulStop:
+    """SIGTERM/SIGINT set a flag; the loop checkpoints and exits 0 at the next step."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def install(self) -> "GracefulStop":
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.requested = True
+
+
+def list_runs(root: str | os.PathLike[str]) -> Iterator[RunFolder]:
+    """Run folders (those with a config.json) directly under ``root``, newest first."""
+    root = Path(root)
+    if not root.is_dir():
+        return iter(())
+    runs = [RunFolder(p) for p in root.iterdir() if (p / "config.json").is_file()]
+    return iter(sorted(runs, key=lambda r: r.config_path.stat().st_mtime, reverse=True))
