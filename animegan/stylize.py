@@ -23,7 +23,7 @@ from .errors import AnimeGANError
 from .images import ImageInput, finish_image, prepare_image
 from .portrait import largest_face, portrait_box
 from .tiles import run_tiled
-from .weights import build_from_weights, default_style, load_weights
+from .weights import build_from_weights, default_style, identity, load_weights
 
 PORTRAIT_SIDE = 512
 
@@ -87,6 +87,14 @@ class Stylizer:
         """Stylize one image; the result has the input's size (or the portrait crop's)."""
         return self.stylize_many([image], options, names=[name] if name else None)[0]
 
+    def compare(self, image: ImageInput, options: StyleOptions | None = None,
+                name: str | None = None) -> tuple[Image.Image, Image.Image]:
+        """(before, after) at the same size: the upright input (or its portrait crop) and its stylization."""
+        options = options or StyleOptions()
+        job = self._prepare(image, options, name)
+        after = job.finish(self.run_arrays([np.asarray(job.work)], tile=options.tile)[0], options)
+        return finish_image(job.source, job.alpha), after
+
     def stylize_many(self, images: Sequence[ImageInput], options: StyleOptions | None = None,
                      names: Sequence[str] | None = None, batch_size: int = 4) -> list[Image.Image]:
         """Stylize several images, batching those that share a working size."""
@@ -137,13 +145,14 @@ class _Job:
 
 
 @functools.lru_cache(maxsize=4)
-def _cached_stylizer(style: str | None, device: str | None, half: bool | None) -> Stylizer:
+def _cached_stylizer(style: str, identity_key: str, device: str | None, half: bool | None) -> Stylizer:
     return Stylizer(style, device, half)
 
 
 def get_stylizer(style: str | None = None, device: str | None = None, half: bool | None = None) -> Stylizer:
-    """A cached ``Stylizer`` (loading weights once per style and device)."""
-    return _cached_stylizer(None if style is None else str(style), None if device is None else str(device), half)
+    """A cached ``Stylizer``: weights load once per style and device, and again if the file changes."""
+    name = str(style) if style is not None else default_style()
+    return _cached_stylizer(name, identity(name), None if device is None else str(device), half)
 
 
 def stylize(image: ImageInput, style: str | None = None, *, portrait: bool = False, keep_colors: bool = False,

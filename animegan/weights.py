@@ -190,6 +190,19 @@ def _check_metadata(meta: Any, path: Path) -> dict[str, Any]:
     return meta
 
 
+def identity(name_or_path: str | os.PathLike[str]) -> str:
+    """A key that changes when the weights a name points at change (for caches of loaded models)."""
+    text = str(name_or_path).strip()
+    candidates = [weights_dir() / f"{text}.safetensors", Path(text).expanduser()]
+    if text in COMMUNITY_PRESETS:
+        candidates.insert(1, _cached_preset_path(text))
+    for path in candidates:
+        if path.is_file():
+            stat = path.stat()
+            return f"{path.resolve()}:{stat.st_mtime_ns}:{stat.st_size}"
+    return text
+
+
 def load_weights(name_or_path: str | os.PathLike[str]) -> LoadedWeights:
     """Resolve a style name, preset name or file path to a state dict plus metadata."""
     text = str(name_or_path).strip()

@@ -30,3 +30,12 @@ def build_app() -> gr.Blocks:
                 with gr.Tab(label, id=module_name):
                     module.build_tab()
     return demo
+
+
+def launch(**kwargs: object) -> None:
+    """Build and serve the app. Host and port follow GRADIO_SERVER_NAME / GRADIO_SERVER_PORT."""
+    demo = build_app()
+    demo.queue(default_concurrency_limit=1)
+    options: dict[str, object] = {"max_file_size": "200mb", "show_error": True}
+    options.update(kwargs)
+    demo.launch(**options)  # type: ignore[arg-type]

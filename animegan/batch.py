@@ -1,0 +1,86 @@
+"""Stylizing many files: where each output goes, one bad file never stops the rest."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+from PIL import Image
+
+from .errors import AnimeGANError
+from .fileio import atomic_path
+from .images import IMAGE_SUFFIXES, image_files
+from .stylize import StyleOptions, get_stylizer
+
+KEEP_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
+
+
+@dataclass
+class BatchReport:
+    written: list[Path] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (source, one-line reason)
+
+
+def output_path_for(source: Path, output: Path, root: Path | None, single: bool) -> Path:
+    """Where one input's result goes.
+
+    A single input with an image-suffixed output writes exactly there; otherwise the output is a
+    folder and inputs found inside a folder keep their relative sub-folders. The suffix is kept
+    for PNG/JPEG/WebP inputs and becomes .png for the rest.
+    """
+    if single and output.suffix.lower() in IMAGE_SUFFIXES:
+        return output
+    relative = source.relative_to(root) if root is not None else Path(source.name)
+    suffix = source.suffix.lower() if source.suffix.lower() in KEEP_SUFFIXES else ".png"
+    return output / relative.with_suffix(suffix)
+
+
+def save_image(image: Image.Image, path: Path) -> Path:
+    """Save atomically in the format the suffix names; returns where it went (RGBA never goes to JPEG)."""
+    suffix = path.suffix.lower()
+    if suffix in (".jpg", ".jpeg") and image.mode != "RGB":
+        path = path.with_suffix(".png")  # JPEG has no alpha: keep it rather than drop it
+        suffix = ".png"
+    with atomic_path(path) as tmp:
+        params = {"quality": 95} if suffix in (".jpg", ".jpeg", ".webp") else {}
+        image.save(tmp, format={".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}.get(suffix, "PNG"), **params)
+    return path
+
+
+def stylize_files(inputs: Sequence[str | os.PathLike[str]], output: str | os.PathLike[str], style: str | None = None,
+                  *, portrait: bool = False, keep_colors: bool = False, max_side: int | None = None, tile: int = 1024,
+                  device: str | None = None, progress: Callable[[int, int], None] | None = None) -> BatchReport:
+    """Stylize files and folders into ``output``; bad files are reported, the rest still written.
+
+    A missing input or an unusable style is an ``AnimeGANError`` before any work starts.
+    """
+    output = Path(output)
+    stylizer = get_stylizer(style, device)  # a bad style fails here, once, not per file
+    options = StyleOptions(portrait=portrait, keep_colors=keep_colors, max_side=max_side, tile=tile)
+    jobs: list[tuple[Path, Path | None]] = []
+    for raw in inputs:
+        path = Path(raw)
+        if path.is_dir():
+            found = image_files([path])
+            if not found:
+                raise AnimeGANError(f"{path}: folder holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+            jobs += [(f, path) for f in found]
+        elif path.exists():
+            jobs.append((path, None))
+        else:
+            raise AnimeGANError(f"{path}: no such file or folder")
+    single = len(jobs) == 1 and jobs[0][1] is None
+    report = BatchReport()
+    for i, (source, root) in enumerate(jobs):
+        target = output_path_for(source, output, root, single)
+        try:
+            result = stylizer(source, options, name=str(source))
+            report.written.append(save_image(result, target))
+        except AnimeGANError as exc:
+            report.failed.append((str(source), str(exc)))
+        except (OSError, ValueError, RuntimeError) as exc:  # e.g. out of memory, disk full: report and go on
+            report.failed.append((str(source), f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"))
+        if progress is not None:
+            progress(i + 1, len(jobs))
+    return report

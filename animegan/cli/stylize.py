@@ -1,0 +1,50 @@
+"""``python -m animegan stylize INPUT... -o OUT --style NAME``."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from tqdm import tqdm
+
+from ..batch import stylize_files
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("stylize", help="turn photos into anime", description=(
+        "Stylize image files or folders (searched recursively). With one input and an -o that ends in an image "
+        "suffix, writes that file; otherwise -o is a folder."))
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
+    p.add_argument("-o", "--output", required=True, help="output file (one input) or folder")
+    p.add_argument("--style", default=None, help="style name, .safetensors or community .pt file (default: first offline style)")
+    p.add_argument("--portrait", action="store_true", help="crop the largest face and stylize it at 512x512")
+    p.add_argument("--keep-colors", action="store_true", help="keep the photo's colours (Lab statistics)")
+    p.add_argument("--max-side", type=int, default=None, help="cap on the long side for inference (output keeps the input size)")
+    p.add_argument("--tile", type=int, default=1024, help="tile side for large images (0 = never tile)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: auto)")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    bars: list[tqdm] = []
+
+    def progress(done: int, total: int) -> None:
+        if not bars:  # opened on the first image, so set-up errors print without an empty bar
+            bars.append(tqdm(total=total, unit="img", desc="stylize", file=sys.stderr))
+        bars[0].update(done - bars[0].n)
+
+    try:
+        report = stylize_files(args.inputs, args.output, style=args.style, portrait=args.portrait,
+                               keep_colors=args.keep_colors, max_side=args.max_side, tile=args.tile,
+                               device=args.device, progress=progress)
+    finally:
+        for bar in bars:
+            bar.close()
+    for path in report.written:
+        print(path)
+    for source, message in report.failed:
+        print(f"skipped {source}: {message}", file=sys.stderr)
+    if report.failed:
+        print(f"{len(report.failed)} of {len(report.failed) + len(report.written)} files failed", file=sys.stderr)
+        return 1
+    return 0
+

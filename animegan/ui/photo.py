@@ -1,0 +1,67 @@
+"""The Photo tab: drop a photo, pick a style, compare before and after, download."""
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+from PIL import Image
+
+from ..batch import save_image
+from ..errors import AnimeGANError
+from ..stylize import StyleOptions, get_stylizer
+from ..weights import offline_styles
+from .common import MODEL_SLOT, default_style_value, output_dir, style_choices, upload_path, user_errors
+
+EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"
+
+
+@user_errors
+def run_photo(photo: Any, style: str | None, weights_file: Any, portrait: bool, keep_colors: bool,
+              max_side: float, progress: gr.Progress = gr.Progress()) -> tuple[tuple[Image.Image, Image.Image], str]:
+    """Stylize the uploaded photo; returns the before/after pair and the full-size file to download."""
+    path = upload_path(photo)
+    if not path:
+        raise AnimeGANError("drop a photo first")
+    chosen = upload_path(weights_file) or style
+    if not chosen:
+        raise AnimeGANError("pick a style, or upload a .safetensors / .pt weights file")
+    progress(0.1, desc="loading the style")
+    stylizer = get_stylizer(chosen)
+    progress(0.3, desc="stylizing")
+    options = StyleOptions(portrait=bool(portrait), keep_colors=bool(keep_colors), max_side=int(max_side or 0) or None)
+    before, after = stylizer.compare(path, options, name=Path(path).name)
+    saved = save_image(after, output_dir() / f"{Path(path).stem}_anime_{uuid.uuid4().hex[:8]}.png")
+    return (before, after), str(saved)
+
+
+def build_tab() -> None:
+    """Photo tab components and events."""
+    if not offline_styles():
+        gr.Markdown("**No style is available offline yet.** Community presets download once on first use "
+                    "(needs a network); or upload a weights file, or train a style in the Training tab.")
+    with gr.Row():
+        with gr.Column():
+            photo = gr.Image(label="Photo", type="filepath", image_mode=None, sources=["upload", "clipboard"],
+                             elem_id="photo-input")
+            style = gr.Dropdown(style_choices(), value=default_style_value(), label="Style", elem_id="photo-style")
+            with gr.Accordion("Options", open=False):
+                portrait = gr.Checkbox(label="Portrait: crop the largest face and stylize it at 512x512")
+                keep_colors = gr.Checkbox(label="Keep the photo's colours")
+                max_side = gr.Slider(0, 4096, value=1280, step=64,
+                                     label="Max side for the model (0 = full size; the result keeps the photo's size)")
+                weights_file = gr.File(label="Or a weights file (.safetensors / .pt)",
+                                       file_types=[".safetensors", ".pt", ".pth"], elem_id="photo-weights")
+            run = gr.Button("Stylize", variant="primary", elem_id="photo-run")
+        with gr.Column():
+            result = gr.ImageSlider(label="Before / after", type="pil", format="png", elem_id="photo-result")
+            download = gr.File(label="Download (full size PNG)", elem_id="photo-download")
+    examples = sorted(p for p in EXAMPLES_DIR.glob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".webp"))
+    if examples:
+        gr.Examples([[str(p)] for p in examples], inputs=[photo], label="Examples")
+    # preprocess=False: the library reads the original upload itself, so EXIF, 16-bit, CMYK and
+    # damaged files get its handling and its messages rather than Gradio's.
+    run.click(run_photo, inputs=[photo, style, weights_file, portrait, keep_colors, max_side],
+              outputs=[result, download], api_name="stylize", preprocess=False,
+              concurrency_limit=1, concurrency_id=MODEL_SLOT)

@@ -1,0 +1,59 @@
+"""The app builds, serves, and its stylize endpoint answers through gradio_client."""
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+from PIL import Image
+
+from conftest import gradient_image
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def server(style: str) -> Iterator[str]:
+    from animegan.ui import build_app
+
+    demo = build_app()
+    demo.queue(default_concurrency_limit=1)
+    port = _free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        demo.close()
+
+
+def test_stylize_endpoint_answers(server: str, style: str, tmp_path: Path) -> None:
+    from gradio_client import Client, handle_file
+
+    photo = tmp_path / "photo.png"
+    Image.fromarray(gradient_image(72, 56)).save(photo)
+    client = Client(server, verbose=False)
+    pair, download = client.predict(handle_file(str(photo)), style, None, False, False, 0, api_name="/stylize")
+    before, after = (Image.open(p) for p in pair)
+    assert before.size == after.size == (72, 56)
+    full = Image.open(download)
+    assert full.size == (72, 56)
+    import numpy as np
+
+    assert np.abs(np.asarray(full, np.float32) - np.asarray(Image.open(photo), np.float32)).mean() > 5
+
+
+def test_bad_upload_gets_a_message_not_a_traceback(server: str, style: str, tmp_path: Path) -> None:
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+
+    bad = tmp_path / "photo.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    client = Client(server, verbose=False)
+    with pytest.raises(AppError) as info:
+        client.predict(handle_file(str(bad)), style, None, False, False, 0, api_name="/stylize")
+    assert "truncated or damaged image" in str(info.value) or "not an image" in str(info.value)

@@ -1,0 +1,57 @@
+"""``python -m animegan stylize`` end to end, in a subprocess as a user would run it."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from PIL import Image
+
+from conftest import REPO, gradient_image
+
+
+def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "animegan", *args], cwd=REPO, env={**os.environ, **env},
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_stylize_folder_skips_bad_files_and_fails_overall(style: str, weights_dir: Path, tmp_path: Path) -> None:
+    src = tmp_path / "in"
+    (src / "sub").mkdir(parents=True)
+    Image.fromarray(gradient_image(40, 30)).save(src / "a.jpg")
+    Image.fromarray(gradient_image(30, 40)).convert("RGBA").save(src / "sub" / "b.png")
+    (src / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    out = tmp_path / "out"
+    result = _cli("stylize", str(src), "-o", str(out), "--style", style, env={"ANIMEGAN_WEIGHTS_DIR": str(weights_dir)})
+    assert result.returncode == 1
+    assert "broken.png" in result.stderr and "Traceback" not in result.stderr
+    assert Image.open(out / "a.jpg").size == (40, 30)
+    b = Image.open(out / "sub" / "b.png")
+    assert b.size == (30, 40) and b.mode == "RGBA"
+    assert not list(out.rglob("*.part*"))
+
+
+def test_stylize_one_file_to_a_named_output(style: str, weights_dir: Path, tmp_path: Path) -> None:
+    photo = tmp_path / "photo.png"
+    Image.fromarray(gradient_image(50, 50)).save(photo)
+    target = tmp_path / "result" / "anime.webp"
+    result = _cli("stylize", str(photo), "-o", str(target), "--style", style, "--keep-colors", "--max-side", "32",
+                  env={"ANIMEGAN_WEIGHTS_DIR": str(weights_dir)})
+    assert result.returncode == 0, result.stderr
+    assert Image.open(target).size == (50, 50)
+
+
+def test_clear_errors_exit_2(weights_dir: Path, tmp_path: Path) -> None:
+    photo = tmp_path / "photo.png"
+    Image.fromarray(gradient_image(20, 20)).save(photo)
+    env = {"ANIMEGAN_WEIGHTS_DIR": str(weights_dir), "ANIMEGAN_OFFLINE": "1"}
+    no_style = _cli("stylize", str(photo), "-o", str(tmp_path / "o"), env=env)
+    assert no_style.returncode == 2 and "no anime style is available offline" in no_style.stderr
+    unknown = _cli("stylize", str(photo), "-o", str(tmp_path / "o"), "--style", "nope", env=env)
+    assert unknown.returncode == 2 and "unknown style or missing file 'nope'" in unknown.stderr
+    missing = _cli("stylize", str(tmp_path / "absent.jpg"), "-o", str(tmp_path / "o"), "--style",
+                   "face_paint_512_v2", env=env)
+    assert missing.returncode == 2 and "not cached" in missing.stderr
+    for r in (no_style, unknown, missing):
+        assert "Traceback" not in r.stderr

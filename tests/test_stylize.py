@@ -1,0 +1,179 @@
+"""Stylizing images: sizes, orientation, alpha, odd modes, tiles, batches, options, bad files."""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from animegan import AnimeGANError, StyleOptions, get_stylizer, stylize
+from animegan.portrait import largest_face
+from conftest import REPO, gradient_image
+
+
+def _diff(a: Image.Image, b: Image.Image) -> float:
+    return float(np.abs(np.asarray(a, dtype=np.float32) - np.asarray(b, dtype=np.float32)).mean())
+
+
+@pytest.mark.parametrize("size", [(64, 48), (101, 37), (1, 1), (3, 200)])
+def test_output_has_the_input_size_and_is_stylized(style: str, size: tuple[int, int]) -> None:
+    src = Image.fromarray(gradient_image(*size))
+    out = stylize(src, style=style)
+    assert out.size == src.size and out.mode == "RGB"
+    if min(size) > 8:
+        assert _diff(out, src) > 5  # the network changed the picture
+
+
+def test_long_thin_image(style: str) -> None:
+    src = Image.fromarray(gradient_image(4000, 20))
+    assert stylize(src, style=style).size == (4000, 20)
+
+
+def test_exif_orientation_is_applied(style: str, tmp_path: Path) -> None:
+    upright = Image.fromarray(gradient_image(48, 80))
+    stored = upright.transpose(Image.Transpose.ROTATE_90)  # what a phone writes: sideways pixels + a tag
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    path = tmp_path / "phone.png"
+    stored.save(path, exif=exif.tobytes())
+    out = stylize(path, style=style)
+    assert out.size == upright.size
+    assert _diff(out, stylize(upright, style=style)) < 0.5
+
+
+def test_rgba_keeps_its_alpha(style: str) -> None:
+    rgba = Image.fromarray(gradient_image(64, 64)).convert("RGBA")
+    alpha = np.zeros((64, 64), np.uint8)
+    alpha[16:48, 8:40] = 255
+    alpha[:, 60:] = 128
+    rgba.putalpha(Image.fromarray(alpha))
+    out = stylize(rgba, style=style)
+    assert out.mode == "RGBA"
+    assert np.array_equal(np.asarray(out.getchannel("A")), alpha)
+
+
+@pytest.mark.parametrize("mode", ["L", "LA", "P", "PA-transparency", "I;16", "CMYK", "1"])
+def test_odd_modes(style: str, mode: str, tmp_path: Path) -> None:
+    rgb = Image.fromarray(gradient_image(40, 30))
+    if mode == "I;16":
+        img = Image.fromarray((np.asarray(rgb.convert("L"), np.uint16) * 257))
+        path = tmp_path / "deep.png"
+        img.save(path)
+        assert Image.open(path).mode.startswith("I")
+    elif mode == "PA-transparency":
+        img = rgb.convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
+        path = tmp_path / "pal.png"
+        img.save(path, transparency=0)
+    elif mode == "CMYK":
+        path = tmp_path / "print.jpg"
+        rgb.convert("CMYK").save(path)
+    else:
+        path = tmp_path / f"{mode}.png"
+        rgb.convert(mode).save(path)
+    out = stylize(path, style=style)
+    assert out.size == (40, 30)
+    assert out.mode == ("RGBA" if mode in ("LA", "PA-transparency") else "RGB")
+
+
+def test_tiled_matches_untiled(style: str) -> None:
+    src = Image.open(REPO / "examples" / "astronaut.jpg").resize((384, 384))
+    stylizer = get_stylizer(style)
+    whole = stylizer(src, StyleOptions(tile=0))
+    tiled = stylizer(src, StyleOptions(tile=128))  # 384^2 > 2 * 128^2, so this runs in 9 tiles
+    assert _diff(whole, tiled) < 3.0  # out of 255: the seams do not show
+
+
+def test_batch_equals_single(style: str) -> None:
+    stylizer = get_stylizer(style)
+    images = [Image.fromarray(gradient_image(48, 40, seed=s)) for s in range(3)] + [Image.fromarray(gradient_image(30, 50))]
+    batch = stylizer.stylize_many(images, batch_size=2)
+    for img, out in zip(images, batch):
+        assert _diff(out, stylizer(img)) < 0.05
+
+
+def test_max_side_caps_the_work_not_the_output(style: str) -> None:
+    src = Image.fromarray(gradient_image(200, 120))
+    capped = stylize(src, style=style, max_side=100)
+    assert capped.size == (200, 120)
+    small = stylize(src.resize((100, 60), Image.Resampling.LANCZOS), style=style)
+    assert _diff(capped.resize((100, 60), Image.Resampling.LANCZOS), small) < 4.0
+
+
+def test_keep_colors_moves_colour_toward_the_photo(style: str) -> None:
+    src = Image.fromarray(gradient_image(64, 64))
+    plain = stylize(src, style=style)
+    kept = stylize(src, style=style, keep_colors=True)
+
+    def ab_mean(img: Image.Image) -> np.ndarray:
+        lab = cv2.cvtColor(np.asarray(img, np.float32) / 255, cv2.COLOR_RGB2Lab)
+        return lab[:, :, 1:].reshape(-1, 2).mean(0)
+
+    # Gamut clipping keeps the match from being exact on this very saturated picture.
+    assert np.abs(ab_mean(kept) - ab_mean(src)).max() < 0.25 * np.abs(ab_mean(plain) - ab_mean(src)).max()
+
+
+def test_portrait_crops_the_face(style: str) -> None:
+    photo = REPO / "examples" / "astronaut.jpg"
+    face = largest_face(np.asarray(Image.open(photo).convert("RGB")))
+    assert face is not None
+    out = stylize(photo, style=style, portrait=True)
+    assert out.size == (512, 512)
+    # No face: the whole picture is stylized at its own size.
+    flat = Image.fromarray(gradient_image(90, 70))
+    assert stylize(flat, style=style, portrait=True).size == (90, 70)
+
+
+@pytest.mark.parametrize("kind", ["empty", "truncated", "text", "missing", "folder"])
+def test_bad_files_get_clear_messages(style: str, tmp_path: Path, kind: str) -> None:
+    path = tmp_path / "photo.jpg"
+    if kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "truncated":
+        buf = io.BytesIO()
+        Image.fromarray(gradient_image(200, 200)).save(buf, format="PNG")
+        path = tmp_path / "photo.png"
+        path.write_bytes(buf.getvalue()[:300])
+    elif kind == "text":
+        path.write_text("not an image")
+    elif kind == "folder":
+        path = tmp_path
+    with pytest.raises(AnimeGANError) as info:
+        stylize(path, style=style)
+    assert path.name in str(info.value) and "\n" not in str(info.value)
+
+
+def test_decompression_bomb_is_refused_before_decoding(style: str, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    import animegan.images as images
+
+    path = tmp_path / "big.png"
+    Image.new("RGB", (3000, 3000)).save(path)
+    monkeypatch.setattr(images, "MAX_PIXELS", 1_000_000)
+    with pytest.raises(AnimeGANError, match="too large"):
+        stylize(path, style=style)
+
+
+def test_arrays_and_bytes_are_accepted(style: str) -> None:
+    arr = gradient_image(32, 24)
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    a = stylize(arr, style=style)
+    b = stylize(buf.getvalue(), style=style)
+    assert a.size == b.size == (32, 24)
+    assert _diff(a, b) < 0.01
+
+
+def test_a_faces_model_is_not_a_style(tmp_path: Path) -> None:
+    from animegan.weights import save_weights
+    import torch
+
+    path = tmp_path / "disc.safetensors"
+    from animegan.models import build_model
+
+    save_weights(path, build_model("patch_discriminator").state_dict(), {"architecture": "patch_discriminator"})
+    with pytest.raises(AnimeGANError, match="not a photo-to-anime style"):
+        stylize(Image.new("RGB", (32, 32)), style=str(path))
+    assert torch  # imported for save_weights' tensors
