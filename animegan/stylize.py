@@ -43,7 +43,7 @@ class Stylizer:
 
     def __init__(self, style: str | None = None, device: str | torch.device | None = None,
                  half: bool | None = None) -> None:
-        weights = load_weights(style if style is not None else default_style())
+        weights = load_weights(style if style is not None else default_style(), kind="style")
         if weights.kind != "style":
             raise AnimeGANError(f"{weights.source}: holds a {weights.kind} model, not a photo-to-anime style")
         self.name = str(style) if style is not None else weights.metadata.get("name", "style")

@@ -193,6 +193,14 @@ def _check_metadata(meta: Any, path: Path) -> dict[str, Any]:
 def identity(name_or_path: str | os.PathLike[str]) -> str:
     """A key that changes when the weights a name points at change (for caches of loaded models)."""
     text = str(name_or_path).strip()
+    if text.startswith("hub:"):  # the cached copy, looked up without a network request
+        from .hub import cached_hub_path
+
+        cached = cached_hub_path(text)
+        if cached is None:
+            return text
+        stat = cached.stat()
+        return f"{text}:{cached.resolve()}:{stat.st_mtime_ns}:{stat.st_size}"
     candidates = [weights_dir() / f"{text}.safetensors", Path(text).expanduser()]
     if text in COMMUNITY_PRESETS:
         candidates.insert(1, _cached_preset_path(text))
@@ -203,11 +211,19 @@ def identity(name_or_path: str | os.PathLike[str]) -> str:
     return text
 
 
-def load_weights(name_or_path: str | os.PathLike[str]) -> LoadedWeights:
-    """Resolve a style name, preset name or file path to a state dict plus metadata."""
+def load_weights(name_or_path: str | os.PathLike[str], kind: str | None = None) -> LoadedWeights:
+    """Resolve a style name, preset name, ``hub:USER/NAME`` id or file path to a state dict plus metadata.
+
+    ``kind`` ("style" or "faces"), when given, is checked for hub ids before the weights are
+    downloaded; for other sources the caller checks ``LoadedWeights.kind`` as before.
+    """
     text = str(name_or_path).strip()
     if not text:
         raise AnimeGANError(no_styles_message())
+    if text.startswith("hub:"):  # a Hugging Face Hub model: animegan.hub fetches it, metadata first
+        from .hub import hub_weights_path
+
+        return _load_safetensors(hub_weights_path(text, kind=kind))
     project_file = weights_dir() / f"{text}.safetensors"
     if os.sep not in text and "/" not in text and project_file.is_file():
         return _load_safetensors(project_file)

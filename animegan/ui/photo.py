@@ -12,12 +12,14 @@ from ..batch import save_image
 from ..errors import AnimeGANError
 from ..stylize import StyleOptions, get_stylizer
 from ..weights import offline_styles
+from ..spaces_gpu import gpu
 from .common import MODEL_SLOT, default_style_value, output_dir, style_choices, upload_path, user_errors
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"
 
 
 @user_errors
+@gpu
 def run_photo(photo: Any, style: str | None, weights_file: Any, portrait: bool, keep_colors: bool,
               max_side: float, progress: gr.Progress = gr.Progress()) -> tuple[tuple[Image.Image, Image.Image], str]:
     """Stylize the uploaded photo; returns the before/after pair and the full-size file to download."""
@@ -45,7 +47,8 @@ def build_tab() -> None:
         with gr.Column():
             photo = gr.Image(label="Photo", type="filepath", image_mode=None, sources=["upload", "clipboard"],
                              elem_id="photo-input")
-            style = gr.Dropdown(style_choices(), value=default_style_value(), label="Style", elem_id="photo-style")
+            style = gr.Dropdown(style_choices(), value=default_style_value(), label="Style", elem_id="photo-style",
+                                allow_custom_value=True, info="or type hub:USER/NAME for a style on the Hugging Face Hub")
             with gr.Accordion("Options", open=False):
                 portrait = gr.Checkbox(label="Portrait: crop the largest face and stylize it at 512x512")
                 keep_colors = gr.Checkbox(label="Keep the photo's colours")
