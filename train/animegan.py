@@ -1,0 +1,582 @@
+"""Photo-to-anime trainer: the AnimeGAN v2 and v3 recipes on unpaired folders.
+
+    python -m train.animegan --data DIR --out runs/NAME --steps 20000 [--recipe v2|v3]
+        [--preset scenery|portrait] [--config JSON] [--resume] [--export NAME]
+
+DIR holds ``real_images/`` (photos) and ``anime_images/`` (one anime style). The run folder
+is the face trainer's (``train.runs``). Schedule: ``init_steps`` of content-only
+reconstruction, then the GAN phase, where D (learning rate ``d_lr_ratio`` x G's) is updated
+once per ``d_every`` G updates. Every random draw comes from ``step_generator(seed, step,
+rank)``, so ``--resume`` from a checkpoint gives exactly the uninterrupted run. Under
+``torchrun`` it trains with DDP (each rank draws its own batches).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import signal
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from animegan.device import pick_device
+from animegan.errors import AnimeGANError
+from animegan.models import build_model, make_config
+
+from . import distributed
+from .losses import (GAN_LOSSES, PRESETS, color_loss, content_loss, d_adv_loss, domain_loss, g_adv_loss,
+                     gray_style_loss, preset_weights, region_smoothing_loss, revision_target, style_loss,
+                     superpixel_average, tv_loss)
+from .perceptual import Perceptual
+from .runs import GracefulStop, RunFolder, rng_state, set_rng_state, step_generator
+from .style_data import StyleBatch, StyleData
+
+RECIPES = {"v2": "animeganv2", "v3": "animeganv3"}
+LICENCE_NOTE = ("Trained with anime-studio's train.animegan; the weights carry the terms of their training "
+                "images (check them: e.g. research-only data gives research-only weights).")
+
+
+@dataclass
+class StyleTrainConfig:
+    """Everything a run depends on; saved as the run's config.json."""
+
+    data: str = ""
+    recipe: str = "v2"
+    preset: str = "scenery"
+    steps: int = 20000
+    size: int = 256
+    batch: int = 4
+    init_steps: int = 1000
+    lr_init: float = 2e-4
+    lr_g: float = 8e-5
+    d_lr_ratio: float = 0.5
+    d_every: int = 5
+    betas: list[float] = field(default_factory=lambda: [0.5, 0.999])
+    gan_loss: str = "lsgan"
+    grad_clip: float = 10.0
+    seed: int = 0
+    weights: dict[str, float] = field(default_factory=dict)  # overrides of the preset's loss weights
+    generator: dict[str, Any] = field(default_factory=dict)  # architecture config of the generator
+    discriminator: dict[str, Any] = field(default_factory=dict)  # PatchDiscriminatorConfig fields
+    perceptual: str = "auto"  # auto (VGG19 if its weights are here, else Inception), vgg19, inception
+    perceptual_min_side: int = 96
+    inception_layer: str = "mixed_2"
+    perceptual_scale: float = 0.0  # 0: the network's calibrated default (train.perceptual.FEATURE_SCALES)
+    smooth_gray: bool = True  # v2 shows D the grayscale edge-smoothed anime, as the original
+    superpixels: int = 64  # v3 region smoothing: superpixels per crop
+    val_photos: int = 4
+    scale_jitter: float = 1.25
+    log_every: int = 10
+    sample_every: int = 500
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 3
+    amp: bool = True  # bfloat16 autocast, on CUDA only
+    device: str = "auto"
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "StyleTrainConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(values) - names
+        if unknown:
+            raise AnimeGANError(f"unknown config key(s): {', '.join(sorted(unknown))}")
+        return cls(**values).checked()
+
+    def checked(self) -> "StyleTrainConfig":
+        if self.recipe not in RECIPES:
+            raise AnimeGANError(f"unknown recipe {self.recipe!r} (choose v2 or v3)")
+        if self.preset not in PRESETS:
+            raise AnimeGANError(f"unknown preset {self.preset!r} (choose {', '.join(PRESETS)})")
+        if self.gan_loss not in GAN_LOSSES:
+            raise AnimeGANError(f"unknown gan_loss {self.gan_loss!r} (choose {', '.join(GAN_LOSSES)})")
+        for name in ("steps", "batch", "d_every", "log_every", "sample_every", "checkpoint_every"):
+            if int(getattr(self, name)) < 1:
+                raise AnimeGANError(f"{name} must be at least 1 (got {getattr(self, name)})")
+        if self.init_steps < 0:
+            raise AnimeGANError(f"init_steps must be 0 or more (got {self.init_steps})")
+        preset_weights(self.preset, self.weights)  # unknown weight names fail now, not at step 1000
+        try:
+            make_config(RECIPES[self.recipe], self.generator)
+            make_config("patch_discriminator", self.discriminator)
+        except ValueError as exc:
+            raise AnimeGANError(str(exc)) from None
+        return self
+
+    @property
+    def architecture(self) -> str:
+        return RECIPES[self.recipe]
+
+
+class _TrainForward(nn.Module):
+    """What DDP wraps: v3 trains both tails, so its training forward is ``forward_both``."""
+
+    def __init__(self, generator: nn.Module, both: bool) -> None:
+        super().__init__()
+        self.generator, self.both = generator, both
+
+    def forward(self, x: torch.Tensor) -> Any:
+        return self.generator.forward_both(x) if self.both else self.generator(x)
+
+
+def _set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
+    for group in opt.param_groups:
+        group["lr"] = lr
+
+
+def _clip(params: Any, limit: float) -> None:
+    if limit > 0:
+        torch.nn.utils.clip_grad_norm_(params, limit)
+
+
+def _to_pil_grid(rows: list[torch.Tensor]) -> Image.Image:
+    """Rows of NCHW images in [-1, 1] -> one RGB picture, a row per tensor."""
+    lines = []
+    for row in rows:
+        a = ((row.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+        lines.append(np.concatenate(list(a), axis=1))
+    return Image.fromarray(np.concatenate(lines, axis=0))
+
+
+class StyleTrainer:
+    """Builds data, networks and optimisers for one run, then trains (``run``)."""
+
+    def __init__(self, cfg: StyleTrainConfig, out: str | Path, resume: bool = False,
+                 dist: distributed.Dist | None = None, quiet: bool = False) -> None:
+        self.cfg = cfg.checked()
+        self.dist = dist or distributed.Dist(device=pick_device(None if cfg.device == "auto" else cfg.device))
+        self.device = self.dist.device
+        self.quiet = quiet
+        self.run_folder = RunFolder(out, keep_checkpoints=cfg.keep_checkpoints)
+        self.resume = resume
+        self.weights = preset_weights(cfg.preset, cfg.weights)
+        cuda = self.device.type == "cuda"
+        self.amp = cfg.amp and cuda
+        self.memory_format = torch.channels_last if cuda else torch.contiguous_format
+
+        # The main process builds the smoothing cache; the others then read it.
+        if not self.dist.is_main:
+            distributed.barrier(self.dist)
+        self.data = StyleData(cfg.data, size=cfg.size, val_photos=cfg.val_photos, scale_jitter=cfg.scale_jitter,
+                              log=self.dist.is_main and not quiet)
+        if self.dist.is_main:
+            distributed.barrier(self.dist)
+
+        torch.manual_seed(cfg.seed)  # same initial weights on every rank
+        self.generator = build_model(cfg.architecture, cfg.generator).to(self.device, memory_format=self.memory_format)
+        self.discriminator = build_model("patch_discriminator", cfg.discriminator).to(
+            self.device, memory_format=self.memory_format)
+        self.perceptual = Perceptual(cfg.perceptual, self.device, cfg.perceptual_min_side, cfg.inception_layer,
+                                     cfg.perceptual_scale or None)
+        betas = tuple(cfg.betas)
+        self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=cfg.lr_init, betas=betas)
+        self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=cfg.lr_g * cfg.d_lr_ratio, betas=betas)
+        self.g_train: nn.Module = _TrainForward(self.generator, cfg.recipe == "v3")
+        self.d_train: nn.Module = self.discriminator
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            ids = [self.device.index] if cuda else None
+            self.g_train = DDP(self.g_train, device_ids=ids)
+            self.d_train = DDP(self.discriminator, device_ids=ids)
+        self.step = 0
+        self.last_d: dict[str, float] = {}
+
+    # -- helpers ------------------------------------------------------------------------
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.amp:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _feat(self, x: torch.Tensor) -> torch.Tensor:
+        return self.perceptual(x).float()
+
+    def _move(self, t: torch.Tensor) -> torch.Tensor:
+        return t.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"generator": self.generator.state_dict(), "discriminator": self.discriminator.state_dict(),
+                "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(), "rng": rng_state(),
+                "last_d": dict(self.last_d)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.generator.load_state_dict(state["generator"])
+        self.discriminator.load_state_dict(state["discriminator"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        set_rng_state(state["rng"])
+        self.last_d = dict(state.get("last_d", {}))
+        self.step = int(state["step"])
+
+    # -- one step -----------------------------------------------------------------------
+    def make_batch(self, step: int) -> StyleBatch:
+        """This step's batch: a function of (seed, step, rank) only, so it can be made ahead."""
+        return self.data.batch(self.cfg.batch, step_generator(self.cfg.seed, step, self.dist.rank))
+
+    def train_step(self, step: int, batch: StyleBatch | None = None) -> dict[str, float]:
+        """One G update (and, on D's turn, one D update first) on this step's batch."""
+        cfg, w = self.cfg, self.weights
+        b = batch if batch is not None else self.make_batch(step)
+        photo = self._move(b.photo)
+        v3 = cfg.recipe == "v3"
+        terms: dict[str, torch.Tensor] = {}
+
+        if step < cfg.init_steps:
+            _set_lr(self.opt_g, cfg.lr_init)
+            with self._autocast():
+                out = self.g_train(photo)
+                with torch.no_grad():
+                    f_photo = self._feat(photo)
+                outs = out if v3 else (out,)
+                terms["init_content"] = w.content * sum(content_loss(f_photo, self._feat(o)) for o in outs)
+            self._g_update(terms)
+            return {f"loss_{k}": float(v.detach()) for k, v in terms.items()}
+
+        _set_lr(self.opt_g, cfg.lr_g)
+        _set_lr(self.opt_d, cfg.lr_g * cfg.d_lr_ratio)
+        anime, anime_gray = self._move(b.anime), self._move(b.anime_gray)
+        if (step - cfg.init_steps) % cfg.d_every == 0:
+            smooth = self._move(b.smooth_gray if cfg.smooth_gray else b.smooth)
+            self._d_update(photo, anime, anime_gray, smooth)
+
+        for p in self.discriminator.parameters():
+            p.requires_grad_(False)  # G's step must not touch (or all-reduce) D's gradients
+        try:
+            with self._autocast():
+                with torch.no_grad():
+                    f_photo = self._feat(photo)
+                if v3:
+                    support, main = self.g_train(photo)
+                    support, main = support.float(), main.float()
+                    terms["content"] = w.content * content_loss(f_photo, self._feat(support))
+                    terms["gray_style"] = w.gray_style * gray_style_loss(self._feat, support, anime_gray)
+                    terms["color"] = w.color * color_loss(photo, main)
+                    f_main = self._feat(main)
+                    with torch.no_grad():
+                        # v3 compares both targets in perceptual features, like the content term.
+                        f_regions = self._feat(superpixel_average(main.detach(), cfg.superpixels))
+                        f_revised = self._feat(revision_target(support))
+                    terms["region"] = w.region * region_smoothing_loss(f_main, f_regions)
+                    terms["domain"] = w.domain * domain_loss(main, support, f_main, f_revised)
+                    fake = main
+                else:
+                    fake = self.g_train(photo).float()
+                    f_fake = self._feat(fake)
+                    with torch.no_grad():
+                        f_gray = self._feat(anime_gray)
+                    terms["content"] = w.content * content_loss(f_photo, f_fake)
+                    terms["style"] = w.style * style_loss(f_fake, f_gray)
+                    terms["color"] = w.color * color_loss(photo, fake)
+                terms["tv"] = w.tv * tv_loss(fake)
+                terms["adv_g"] = w.adv_g * g_adv_loss(self.discriminator(fake).float(), cfg.gan_loss)
+            self._g_update(terms)
+        finally:
+            for p in self.discriminator.parameters():
+                p.requires_grad_(True)
+        values = {f"loss_{k}": float(v.detach()) for k, v in terms.items()}
+        values["loss_g"] = sum(values.values())
+        values.update(self.last_d)
+        return values
+
+    def _g_update(self, terms: dict[str, torch.Tensor]) -> None:
+        loss = sum(terms.values())
+        self.opt_g.zero_grad(set_to_none=True)
+        loss.backward()
+        _clip(self.generator.parameters(), self.cfg.grad_clip)
+        self.opt_g.step()
+
+    def _d_update(self, photo: torch.Tensor, anime: torch.Tensor, gray: torch.Tensor, smooth: torch.Tensor) -> None:
+        cfg, w = self.cfg, self.weights
+        with torch.no_grad(), self._autocast():
+            fake = self.generator(photo)  # the main tail for v3
+        n = anime.shape[0]
+        with self._autocast():
+            # One D pass over all four kinds: one DDP forward per backward, one spectral-norm step.
+            logits = self.d_train(torch.cat([anime, fake.to(anime.dtype), gray, smooth])).float()
+        real_l, fake_l, gray_l, smooth_l = logits.split(n)
+        loss = w.adv_d * d_adv_loss(real_l, fake_l, gray_l, smooth_l, cfg.gan_loss,
+                                    (w.d_real, w.d_fake, w.d_gray, w.d_smooth))
+        self.opt_d.zero_grad(set_to_none=True)
+        loss.backward()
+        _clip(self.discriminator.parameters(), cfg.grad_clip)
+        self.opt_d.step()
+        self.last_d = {"loss_d": float(loss.detach())}
+
+    # -- samples, checkpoints -----------------------------------------------------------
+    @torch.no_grad()
+    def sample(self) -> Image.Image:
+        """Held-out photos (top), the v3 support tail (middle), the output (bottom)."""
+        photos = self.data.validation_batch()
+        x = self._move(photos)
+        rows = [photos]
+        if self.cfg.recipe == "v3":
+            support, main = self.generator.forward_both(x)
+            rows += [support.cpu(), main.cpu()]
+        else:
+            rows.append(self.generator(x).cpu())
+        return _to_pil_grid(rows)
+
+    def save_checkpoint(self) -> None:
+        if self.dist.is_main:
+            self.run_folder.save_checkpoint(self.step, self.state_dict())
+
+    # -- the loop -----------------------------------------------------------------------
+    def run(self) -> str:
+        """Train up to ``cfg.steps``; returns 'finished' or 'stopped' (on SIGTERM/SIGINT, after a checkpoint)."""
+        cfg, rf, main = self.cfg, self.run_folder, self.dist.is_main
+        if main:
+            rf.create(self.config_record(), resume=self.resume)
+        distributed.barrier(self.dist)
+        if self.resume:
+            state = rf.load_latest_checkpoint(map_location=self.device)
+            if state is not None:
+                self.load_state_dict(state)
+            if main:
+                rf.truncate_metrics(self.step)  # those lines are redone
+                if not self.quiet:
+                    print(f"resumed {rf.path} at step {self.step}", flush=True)
+        handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)} if threading_main() else {}
+        stop = GracefulStop().install() if handlers else GracefulStop()
+        extra = {"total": cfg.steps, "recipe": cfg.recipe, "photos": len(self.data.photos),
+                 "anime": len(self.data.anime), "skipped": len(self.data.skipped.files)}
+        if main:
+            rf.write_status("running", step=self.step, **extra)
+        progress = None
+        if main and not self.quiet:
+            from tqdm import tqdm
+
+            progress = tqdm(total=cfg.steps, initial=self.step, desc="train", unit="step", dynamic_ncols=True)
+        self.generator.train()
+        self.discriminator.train()
+        t0, images = time.time(), 0
+        state = "finished"
+        # The next batch is cut on a thread while this step computes (cv2 releases the GIL).
+        pool = ThreadPoolExecutor(max_workers=1)
+        pending = pool.submit(self.make_batch, self.step)
+        try:
+            while self.step < cfg.steps:
+                if self._stop_requested(stop):
+                    state = "stopped"
+                    break
+                batch = pending.result()
+                pending = pool.submit(self.make_batch, self.step + 1)
+                values = self.train_step(self.step, batch)
+                self.step += 1
+                images += cfg.batch * self.dist.world_size
+                if progress is not None:
+                    progress.update(1)
+                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                    values = {k: float(distributed.all_reduce_mean(torch.tensor(v), self.dist))
+                              for k, v in sorted(values.items())}
+                    if main:
+                        elapsed = max(time.time() - t0, 1e-9)
+                        rf.log(self.step, **values, images_per_s=images / elapsed)
+                        rf.write_status("running", step=self.step, **extra)
+                        if progress is not None:
+                            shown = {k[5:]: f"{v:.3g}" for k, v in values.items() if k.startswith("loss_")}
+                            progress.set_postfix(shown,
+                                                 refresh=False)
+                    t0, images = time.time(), 0
+                if main and (self.step % cfg.sample_every == 0 or self.step == cfg.steps):
+                    rf.save_sample(self.step, self.sample())
+                if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
+                    self.save_checkpoint()
+            if state == "stopped":
+                self.save_checkpoint()
+            if main:
+                rf.write_status(state, step=self.step, **extra)
+        except BaseException as exc:
+            if main:
+                rf.write_status("failed", step=self.step, **extra, error=str(exc)[:500])
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+            if progress is not None:
+                progress.close()
+            for sig, handler in handlers.items():  # an embedding process gets its own handlers back
+                signal.signal(sig, handler)
+        return state
+
+    def _stop_requested(self, stop: GracefulStop) -> bool:
+        flag = torch.tensor(1.0 if stop.requested else 0.0)
+        if self.dist.enabled:
+            import torch.distributed as tdist
+
+            tdist.all_reduce(flag, op=tdist.ReduceOp.MAX)  # every rank stops at the same step
+        return bool(flag.item())
+
+    def config_record(self) -> dict[str, Any]:
+        record = asdict(self.cfg)
+        record["trainer"] = "animegan"
+        record["loss_weights"] = self.weights.to_dict()
+        record["perceptual_network"] = self.perceptual.name
+        record["data_description"] = self.data.describe()
+        record["world_size"] = self.dist.world_size
+        return record
+
+
+def threading_main() -> bool:
+    """Signal handlers can only be installed from the main thread (the UI may run us in another)."""
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+# ----------------------------------------------------------------------------------------
+# Export
+# ----------------------------------------------------------------------------------------
+def export_style(run_dir: str | Path, name: str, weights_folder: str | Path | None = None,
+                 description: str | None = None) -> Path:
+    """Write the run's newest generator to ``weights/NAME.safetensors`` (+ NAME.json).
+
+    After this the style is listed by ``animegan.weights.available_styles()`` and usable by
+    ``animegan.stylize`` and the app.
+    """
+    from animegan.weights import save_weights, weights_dir
+
+    name = name.strip()
+    if not name or any(c in name for c in "/\\") or name.startswith("."):
+        raise AnimeGANError(f"bad style name {name!r}: use letters, digits, '-' or '_'")
+    rf = RunFolder(run_dir)
+    config = rf.read_config()
+    state = rf.load_latest_checkpoint()
+    if state is None:
+        raise AnimeGANError(f"{rf.path}: no checkpoint to export yet")
+    architecture = RECIPES.get(config.get("recipe", "v2"), "animeganv2")
+    arch_config = asdict(make_config(architecture, config.get("generator") or {}))
+    records = rf.metrics()
+    last = records[-1] if records else {}
+    metrics = {k: v for k, v in last.items() if k.startswith("loss_")}
+    for r in reversed(records):  # FID/KID if an evaluation logged them
+        for key in ("fid", "kid"):
+            if key in r and key not in metrics:
+                metrics[key] = r[key]
+    meta = {
+        "name": name,
+        "kind": "style",
+        "architecture": architecture,
+        "config": arch_config,
+        "description": description or (f"Trained with train.animegan ({config.get('recipe')} recipe, "
+                                        f"{config.get('preset')} preset, {int(state['step'])} steps)"),
+        "training_data": config.get("data_description", config.get("data", "")),
+        "steps": int(state["step"]),
+        "recipe": config.get("recipe"),
+        "preset": config.get("preset"),
+        "perceptual_network": config.get("perceptual_network"),
+        "train_config": {k: config[k] for k in ("size", "batch", "init_steps", "lr_g", "d_every", "gan_loss",
+                                                 "loss_weights") if k in config},
+        "metrics": metrics,
+        "run": str(rf.path),
+        "licence": LICENCE_NOTE,
+    }
+    folder = Path(weights_folder) if weights_folder else weights_dir()
+    return save_weights(folder / f"{name}.safetensors", state["generator"], meta)
+
+
+# ----------------------------------------------------------------------------------------
+# Command line
+# ----------------------------------------------------------------------------------------
+def _read_config_arg(text: str) -> dict[str, Any]:
+    source = text
+    if not text.lstrip().startswith("{"):
+        path = Path(text)
+        if not path.is_file():
+            raise AnimeGANError(f"{text}: config file not found")
+        source = path.read_text(encoding="utf-8")
+    try:
+        values = json.loads(source)
+    except ValueError as exc:
+        raise AnimeGANError(f"{text}: config is not valid JSON ({exc})") from None
+    if not isinstance(values, dict):
+        raise AnimeGANError(f"{text}: config must be a JSON object")
+    return values
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m train.animegan", description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", help="folder with real_images/ and anime_images/")
+    p.add_argument("--out", required=True, help="run folder (created; reused with --resume)")
+    p.add_argument("--steps", type=int, help="total generator updates (default 20000)")
+    p.add_argument("--config", help="JSON file or inline JSON object of config keys")
+    p.add_argument("--preset", choices=sorted(PRESETS))
+    p.add_argument("--recipe", choices=sorted(RECIPES))
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its newest checkpoint")
+    p.add_argument("--size", type=int, help="training crop side (default 256)")
+    p.add_argument("--batch", type=int, help="batch per process (default 4)")
+    p.add_argument("--init-steps", type=int, dest="init_steps", help="content-only steps first (default 1000)")
+    p.add_argument("--sample-every", type=int, dest="sample_every")
+    p.add_argument("--checkpoint-every", type=int, dest="checkpoint_every")
+    p.add_argument("--log-every", type=int, dest="log_every")
+    p.add_argument("--device", help="auto, cpu, cuda, cuda:1 ...")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--export", metavar="NAME", help="when done, save the generator as weights/NAME.safetensors")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+# What may change when resuming: nothing that alters the arithmetic of a step.
+RESUME_OVERRIDABLE = ("steps", "sample_every", "checkpoint_every", "log_every", "keep_checkpoints", "device")
+
+
+def config_from_args(args: argparse.Namespace) -> StyleTrainConfig:
+    """Defaults < the run's saved config (on --resume) < --config < explicit flags."""
+    values: dict[str, Any] = {}
+    saved = Path(args.out) / "config.json"
+    resuming = args.resume and saved.is_file()
+    if resuming:
+        known = {f.name for f in dataclasses.fields(StyleTrainConfig)}
+        values = {k: v for k, v in RunFolder(args.out).read_config().items() if k in known}
+    flags = {k: getattr(args, k) for k in ("data", "steps", "preset", "recipe", "size", "batch", "init_steps",
+                                           "sample_every", "checkpoint_every", "log_every", "device", "seed")
+             if getattr(args, k) is not None}
+    extra = _read_config_arg(args.config) if args.config else {}
+    if resuming:
+        changed = [k for k, v in {**extra, **flags}.items()
+                   if k not in RESUME_OVERRIDABLE and k in values and values[k] != v and k != "data"]
+        if changed:
+            raise AnimeGANError(f"--resume keeps the run's config; these differ from it: {', '.join(sorted(changed))}")
+    values.update(extra)
+    values.update(flags)
+    if not values.get("data"):
+        raise AnimeGANError("--data is required (a folder with real_images/ and anime_images/)")
+    values["data"] = str(Path(values["data"]))
+    return StyleTrainConfig.from_dict(values)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    dist = None
+    try:
+        cfg = config_from_args(args)
+        dist = distributed.setup(None if cfg.device == "auto" else cfg.device)
+        trainer = StyleTrainer(cfg, args.out, resume=args.resume, dist=dist, quiet=args.quiet or not dist.is_main)
+        if dist.is_main and cfg.init_steps >= cfg.steps:
+            print(f"note: init_steps ({cfg.init_steps}) >= steps ({cfg.steps}): this run only does the "
+                  "content-only reconstruction phase", file=sys.stderr, flush=True)
+        if dist.is_main and not args.quiet:
+            print(f"{trainer.data.describe()}; perceptual network {trainer.perceptual.name}; "
+                  f"{cfg.recipe} recipe, {cfg.preset} preset; device {dist.device}", flush=True)
+        state = trainer.run()
+        if dist.is_main and args.export and state == "finished":
+            path = export_style(args.out, args.export)
+            if not args.quiet:
+                print(f"exported {path}", flush=True)
+        return 0
+    except AnimeGANError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return 2
+    finally:
+        if dist is not None:
+            distributed.cleanup(dist)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
