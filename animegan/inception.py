@@ -38,7 +38,11 @@ def inception_path() -> Path:
 def _load(path: str, device: str) -> torch.jit.ScriptModule:
     if not Path(path).is_file():
         raise AnimeGANError(f"Inception weights not found at {path}")
-    model = torch.jit.load(path, map_location=device).eval()
+    # Loaded outside inference mode even when the first caller is in it (FID), since the
+    # cached module's weights would otherwise be inference tensors that autograd refuses
+    # when the trainers later use it as their perceptual network.
+    with torch.inference_mode(False):
+        model = torch.jit.load(path, map_location=device).eval()
     for p in model.parameters():
         p.requires_grad_(False)
     return model
