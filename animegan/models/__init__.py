@@ -12,6 +12,7 @@ from torch import nn
 
 from .animeganv2 import AnimeGANv2Config, AnimeGANv2Generator
 from .animeganv3 import AnimeGANv3Config, AnimeGANv3Generator
+from .dcgan import DCGANConfig, DCGANDiscriminator, DCGANDiscriminatorConfig, DCGANGenerator
 from .discriminator import PatchDiscriminator, PatchDiscriminatorConfig
 
 # architecture name -> (config dataclass, model class, kind)
@@ -19,6 +20,10 @@ ARCHITECTURES: dict[str, tuple[type, Callable[..., nn.Module], str]] = {
     "animeganv2": (AnimeGANv2Config, AnimeGANv2Generator, "style"),
     "animeganv3": (AnimeGANv3Config, AnimeGANv3Generator, "style"),
     "patch_discriminator": (PatchDiscriminatorConfig, PatchDiscriminator, "discriminator"),
+    # Both face variants are one architecture; the config's switches (upsample, spectral_norm,
+    # batch_norm) say which (see models/dcgan.py variant_configs).
+    "dcgan": (DCGANConfig, DCGANGenerator, "faces"),
+    "dcgan_discriminator": (DCGANDiscriminatorConfig, DCGANDiscriminator, "discriminator"),
 }
 
 
@@ -46,5 +51,6 @@ def architecture_kind(architecture: str) -> str:
 
 __all__ = [
     "ARCHITECTURES", "AnimeGANv2Config", "AnimeGANv2Generator", "AnimeGANv3Config", "AnimeGANv3Generator",
+    "DCGANConfig", "DCGANDiscriminator", "DCGANDiscriminatorConfig", "DCGANGenerator",
     "PatchDiscriminator", "PatchDiscriminatorConfig", "architecture_kind", "build_model", "make_config",
 ]

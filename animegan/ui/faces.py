@@ -1,0 +1,134 @@
+"""The Faces tab: seeds to faces, a grid, a live interpolation slider, semantic sliders, morph download."""
+from __future__ import annotations
+
+import random
+import uuid
+from typing import Any
+
+import gradio as gr
+from PIL import Image
+
+from ..errors import AnimeGANError
+from ..faces import SLIDER_COUNT, face_weights, get_face_generator, no_face_weights_message, parse_seeds
+from .common import MODEL_SLOT, output_dir, user_errors
+
+SEED_MAX = 2**31 - 1
+
+
+def _generator(weights: str | None):
+    if not weights:
+        raise AnimeGANError(no_face_weights_message())
+    return get_face_generator(weights)
+
+
+def _seed(value: Any) -> int:
+    try:
+        seed = int(value)
+    except (TypeError, ValueError):
+        raise AnimeGANError(f"seed must be a whole number, not {value!r}") from None
+    if seed < 0:
+        raise AnimeGANError(f"seed must be 0 or more, not {seed}")
+    return seed
+
+
+@user_errors
+def face_image(weights: str | None, seed: Any, variety: float, *sliders: float) -> Image.Image:
+    """One face for a seed, with variety and the semantic sliders applied."""
+    return _generator(weights).face(_seed(seed), variety=float(variety), sliders=list(sliders))
+
+
+def random_seed() -> int:
+    return random.randint(0, SEED_MAX)
+
+
+@user_errors
+def grid_image(weights: str | None, start: Any, count: float, variety: float, *sliders: float) -> Image.Image:
+    start = _seed(start)
+    return _generator(weights).grid(list(range(start, start + int(count))), variety=float(variety),
+                                    sliders=list(sliders))
+
+
+@user_errors
+def interpolation_image(weights: str | None, seed_a: Any, seed_b: Any, t: float, variety: float,
+                        *sliders: float) -> Image.Image:
+    """The face at ``t`` between two seeds (cheap: one forward pass, for the live slider)."""
+    return _generator(weights).interpolate([_seed(seed_a), _seed(seed_b)], float(t), variety=float(variety),
+                                           sliders=list(sliders))
+
+
+@user_errors
+def morph_file(weights: str | None, seeds_text: str, fmt: str, frames: float, variety: float, *sliders: float) -> str:
+    seeds = parse_seeds(seeds_text or "")
+    if len(seeds) < 2:
+        raise AnimeGANError("give at least two seeds to morph through, e.g. 1, 7, 42")
+    suffix = ".mp4" if str(fmt).lower().startswith("mp4") else ".gif"
+    path = output_dir() / f"morph_{'-'.join(map(str, seeds[:6]))}_{uuid.uuid4().hex[:8]}{suffix}"
+    return str(_generator(weights).save_morph(seeds, path, frames=int(frames), variety=float(variety),
+                                              sliders=list(sliders)))
+
+
+def refresh_weights() -> Any:
+    names = face_weights()
+    return gr.update(choices=names, value=names[0] if names else None)
+
+
+def build_tab() -> None:
+    """Faces tab components and events."""
+    names = face_weights()
+    if not names:
+        gr.Markdown(f"**No face weights yet.** {no_face_weights_message()[len('no face weights yet: '):]}. "
+                    "Then press ↻ to pick them up.", elem_id="faces-none")
+    with gr.Row():
+        weights = gr.Dropdown(names, value=names[0] if names else None, label="Face weights", scale=4,
+                              elem_id="faces-weights")
+        refresh = gr.Button("↻", scale=0, min_width=40, elem_id="faces-refresh")
+    with gr.Row():
+        with gr.Column():
+            with gr.Row():
+                seed = gr.Number(value=42, precision=0, minimum=0, label="Seed", elem_id="faces-seed")
+                rand = gr.Button("🎲 Random", elem_id="faces-random")
+            variety = gr.Slider(0.0, 1.5, value=1.0, step=0.05, label="Variety (lower: safer, more average faces)",
+                                elem_id="faces-variety")
+            with gr.Accordion("Semantic sliders (automatic directions, strongest first)", open=False):
+                sliders = [gr.Slider(-3, 3, value=0, step=0.1, label=f"Direction {k + 1}", elem_id=f"faces-dir{k + 1}")
+                           for k in range(SLIDER_COUNT)]
+            make = gr.Button("Generate", variant="primary", elem_id="faces-generate")
+        face = gr.Image(label="Face", type="pil", format="png", height=320, elem_id="faces-face")
+    with gr.Accordion("Grid", open=False):
+        with gr.Row():
+            grid_start = gr.Number(value=0, precision=0, minimum=0, label="First seed")
+            grid_count = gr.Slider(1, 64, value=16, step=1, label="Faces")
+            grid_button = gr.Button("Make grid", elem_id="faces-grid-run")
+        grid = gr.Image(label="Grid", type="pil", format="png", elem_id="faces-grid")
+    with gr.Accordion("Interpolate and morph", open=True):
+        with gr.Row():
+            seed_a = gr.Number(value=1, precision=0, minimum=0, label="Seed A")
+            seed_b = gr.Number(value=2, precision=0, minimum=0, label="Seed B")
+        with gr.Row():
+            with gr.Column():
+                t = gr.Slider(0, 1, value=0.5, step=0.01, label="A → B (drag: updates live)", elem_id="faces-t")
+                morph_seeds = gr.Textbox(value="1, 2, 3", label="Morph through seeds")
+                with gr.Row():
+                    fmt = gr.Radio(["GIF", "MP4"], value="GIF", label="Format")
+                    frames = gr.Slider(8, 240, value=48, step=1, label="Frames")
+                morph_button = gr.Button("Make morph", elem_id="faces-morph-run")
+                morph_out = gr.File(label="Morph download", elem_id="faces-morph")
+            between = gr.Image(label="Between A and B", type="pil", format="png", height=320, elem_id="faces-between")
+
+    common = [variety, *sliders]
+    single = [weights, seed, *common]
+    make.click(face_image, single, face, concurrency_id=MODEL_SLOT)
+    rand.click(random_seed, None, seed, queue=False).then(face_image, single, face, concurrency_id=MODEL_SLOT)
+    seed.submit(face_image, single, face, concurrency_id=MODEL_SLOT)
+    for s in [variety, *sliders]:
+        s.release(face_image, single, face, show_progress="hidden", trigger_mode="always_last")
+    grid_button.click(grid_image, [weights, grid_start, grid_count, *common], grid, concurrency_id=MODEL_SLOT)
+    between_inputs = [weights, seed_a, seed_b, t, *common]
+    # One small forward pass per event; always_last drops stale positions while dragging.
+    t.input(interpolation_image, between_inputs, between, show_progress="hidden", trigger_mode="always_last",
+            queue=False)
+    t.release(interpolation_image, between_inputs, between, show_progress="hidden", trigger_mode="always_last")
+    for n in (seed_a, seed_b):
+        n.submit(interpolation_image, between_inputs, between, show_progress="hidden")
+    morph_button.click(morph_file, [weights, morph_seeds, fmt, frames, *common], morph_out, concurrency_id=MODEL_SLOT)
+    refresh.click(refresh_weights, None, weights, queue=False)

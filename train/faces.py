@@ -1,0 +1,495 @@
+"""The face trainer: ``python -m train.faces --data DIR --out RUN_DIR --steps N``.
+
+A separate process that writes a run folder (``train/runs.py``) the app reads while it grows:
+config.json, metrics.jsonl (loss_G, loss_D, d_real = mean sigmoid D(x), d_fake = mean
+sigmoid D(G(z)), images_per_s, fid/kid when evaluated), samples/ (fixed-latent grids),
+checkpoints/ (G, D, EMA, optimisers, scaler, step) and status.json.
+
+Every random draw of a step (batch choice, flips, noise, DiffAugment) comes from
+``step_generator(seed, step, rank)``, so ``--resume`` after a kill gives the same weights as
+an uninterrupted run. SIGTERM/SIGINT: checkpoint, then exit 0. Multi-GPU: ``torchrun
+--nproc_per_node K -m train.faces ...`` (gloo on CPU). ``--export NAME`` writes
+``weights/NAME.safetensors`` + ``NAME.json`` (+ ``NAME.sliders.safetensors``).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import dataclasses
+import json
+import signal
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from animegan.errors import AnimeGANError
+from animegan.models.dcgan import VARIANTS, DCGANConfig, DCGANDiscriminator, DCGANDiscriminatorConfig, \
+    DCGANGenerator, variant_configs
+
+from . import distributed
+from . import splits
+from .data import ImageFolderDataset, augment, list_images, report_skipped
+from .diffaugment import diff_augment, parse_policy
+from .losses import d_fake_loss, d_real_loss, g_adv_loss
+from .runs import GracefulStop, RunFolder, read_metrics, step_generator
+
+LICENCE_NOTE = ("Trained on images that are copyrighted by their owners or licensed for non-commercial research; "
+                "these weights are for non-commercial research use only.")
+
+
+@dataclass
+class FaceTrainConfig:
+    """Everything a run depends on. Fields left as None take the variant's default (``resolved``)."""
+
+    data: str = ""
+    arch: str = "dcgan_improved"          # "dcgan" (the seeds) or "dcgan_improved"
+    image_size: int = 64
+    latent_dim: int = 0                   # 0: 300 at 64x64, 256 at 128x128 (the seeds' sizes)
+    g_width: int = 64
+    d_width: int = 64
+    upsample: str | None = None           # "transposed" | "resize"
+    spectral_norm: bool | None = None     # in D
+    d_batch_norm: bool | None = None
+    loss: str | None = None               # "bce" | "hinge"
+    ema: bool | None = None               # exponential moving average of G's weights
+    ema_decay: float = 0.999
+    diffaugment: str | None = None        # e.g. "color,translation,cutout"; "" is off
+    batch_size: int = 64
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    steps: int = 10_000
+    seed: int = 0
+    flip: bool = True
+    rotate: float = 0.0                   # degrees, +-
+    shift: float = 0.0                    # fraction of the side, +-
+    holdout: bool = False                 # keep 1 file in 10 out of training (train/splits.py) for FID
+    amp: bool = True                      # autocast on CUDA
+    log_every: int = 10
+    sample_every: int = 500
+    checkpoint_every: int = 1000
+    fid_every: int = 0                    # 0: never during training
+    fid_samples: int = 1000
+    fid_reference: int = 0                # real images for the reference stats; 0: all
+    sample_count: int = 16
+
+    def resolved(self) -> "FaceTrainConfig":
+        """A copy with every variant default filled in (what config.json records)."""
+        if self.arch not in VARIANTS:
+            raise AnimeGANError(f"unknown face architecture {self.arch!r} (known: {', '.join(VARIANTS)})")
+        improved = self.arch == "dcgan_improved"
+        c = dataclasses.replace(self)
+        c.latent_dim = c.latent_dim or variant_configs(c.arch, c.image_size)[0].latent_dim
+        c.upsample = c.upsample or ("resize" if improved else "transposed")
+        c.spectral_norm = improved if c.spectral_norm is None else c.spectral_norm
+        c.d_batch_norm = (not improved) if c.d_batch_norm is None else c.d_batch_norm
+        c.loss = c.loss or ("hinge" if improved else "bce")
+        c.ema = improved if c.ema is None else c.ema
+        c.diffaugment = ("color,translation,cutout" if improved else "") if c.diffaugment is None else c.diffaugment
+        if c.loss not in ("bce", "hinge"):
+            raise AnimeGANError(f"loss must be 'bce' or 'hinge', not {c.loss!r}")
+        try:
+            parse_policy(c.diffaugment)
+            c.generator_config()
+        except ValueError as exc:
+            raise AnimeGANError(f"bad face training config: {exc}") from None
+        if c.batch_size < 1 or c.steps < 0:
+            raise AnimeGANError("batch size must be at least 1 and steps at least 0")
+        return c
+
+    def generator_config(self) -> DCGANConfig:
+        from animegan.models.dcgan import _check_size
+
+        _check_size(self.image_size)
+        return DCGANConfig(image_size=self.image_size, latent_dim=self.latent_dim, width=self.g_width,
+                           upsample=self.upsample or "transposed")
+
+    def discriminator_config(self) -> DCGANDiscriminatorConfig:
+        return DCGANDiscriminatorConfig(image_size=self.image_size, width=self.d_width,
+                                        spectral_norm=bool(self.spectral_norm), batch_norm=bool(self.d_batch_norm))
+
+
+def config_from_dict(values: dict[str, Any]) -> FaceTrainConfig:
+    names = {f.name for f in dataclasses.fields(FaceTrainConfig)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise AnimeGANError(f"unknown face training config keys: {', '.join(unknown)}")
+    return FaceTrainConfig(**values)
+
+
+@torch.no_grad()
+def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    for pe, p in zip(ema.parameters(), model.parameters()):
+        pe.lerp_(p.detach().to(pe.dtype), 1 - decay)
+    for be, b in zip(ema.buffers(), model.buffers()):
+        be.copy_(b)
+
+
+def _unwrap(m: nn.Module) -> nn.Module:
+    return m.module if isinstance(m, nn.parallel.DistributedDataParallel) else m
+
+
+# ----------------------------------------------------------------------------------------
+# The loop
+# ----------------------------------------------------------------------------------------
+def train(cfg: FaceTrainConfig, out: str | Path, resume: bool = False, device: str | None = None,
+          export_name: str | None = None, verbose: bool = True) -> int:
+    """Train (or continue) a run; returns the exit status (0 also after a graceful stop)."""
+    dist = distributed.setup(device)
+    run = RunFolder(out)
+    try:
+        status = _train(cfg, run, resume, dist, export_name, verbose)
+    except BaseException as exc:
+        if dist.is_main:
+            run.write_status("failed", error=str(exc)[:300])
+        raise
+    finally:
+        distributed.cleanup(dist)
+    return status
+
+
+def _log(verbose: bool, text: str) -> None:
+    if verbose:
+        print(text, flush=True)
+
+
+def _train(cfg: FaceTrainConfig, run: RunFolder, resume: bool, dist: distributed.Dist, export_name: str | None,
+           verbose: bool) -> int:
+    verbose = verbose and dist.is_main
+    if resume and run.config_path.is_file():
+        saved = config_from_dict(run.read_config())
+        cfg = dataclasses.replace(saved, steps=cfg.steps)  # a resumed run keeps its config; steps may grow
+    cfg = cfg.resolved()
+    if not cfg.data:
+        raise AnimeGANError("no training data: pass --data DIR")
+    files = list_images(cfg.data)
+    train_files, held = (splits.split(files, "train"), splits.split(files, "eval")) if cfg.holdout else (files, [])
+    if not train_files:
+        raise AnimeGANError(f"{cfg.data}: no images left for training after the hold-out")
+    if dist.is_main:
+        run.create(asdict(cfg), resume=resume)
+    distributed.barrier(dist)
+    dev = dist.device
+    on_cuda = dev.type == "cuda"
+    fmt = torch.channels_last if on_cuda else torch.contiguous_format
+
+    dataset = ImageFolderDataset(train_files, cfg.image_size, verbose=False)
+    if dataset.skipped and dist.is_main:
+        report_skipped(dataset.skipped)
+
+    torch.manual_seed(cfg.seed)  # same initial weights on every rank and every fresh run
+    G = DCGANGenerator(cfg.generator_config()).to(dev, memory_format=fmt)
+    D = DCGANDiscriminator(cfg.discriminator_config()).to(dev, memory_format=fmt)
+    G_ema = copy.deepcopy(G).eval().requires_grad_(False) if cfg.ema else None
+    opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2))
+    opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2))
+    amp_dtype = torch.bfloat16 if on_cuda and torch.cuda.is_bf16_supported() else torch.float16
+    use_amp = on_cuda and cfg.amp
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+
+    start = 0
+    if resume:
+        ckpt = run.load_latest_checkpoint(map_location=dev)
+        if ckpt is not None:
+            G.load_state_dict(ckpt["G"])
+            D.load_state_dict(ckpt["D"])
+            if G_ema is not None and "G_ema" in ckpt:
+                G_ema.load_state_dict(ckpt["G_ema"])
+            opt_g.load_state_dict(ckpt["opt_G"])
+            opt_d.load_state_dict(ckpt["opt_D"])
+            if ckpt.get("scaler"):
+                scaler.load_state_dict(ckpt["scaler"])
+            start = int(ckpt["step"])
+            _log(verbose, f"resuming from step {start}")
+        if dist.is_main:
+            run.truncate_metrics(start)  # steps after the checkpoint are redone
+    if dist.enabled:
+        G = nn.parallel.DistributedDataParallel(G, device_ids=[dev.index] if on_cuda else None)
+        D = nn.parallel.DistributedDataParallel(D, device_ids=[dev.index] if on_cuda else None)
+
+    def checkpoint(step: int) -> None:
+        if dist.is_main:
+            state = {"G": _unwrap(G).state_dict(), "D": _unwrap(D).state_dict(), "opt_G": opt_g.state_dict(),
+                     "opt_D": opt_d.state_dict(), "scaler": scaler.state_dict()}
+            if G_ema is not None:
+                state["G_ema"] = G_ema.state_dict()
+            run.save_checkpoint(step, state)
+
+    stop = GracefulStop()
+    if threading.current_thread() is threading.main_thread():
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+        stop.install()
+    else:
+        previous = {}
+    try:
+        return _loop(cfg, run, dist, export_name, verbose, G, D, G_ema, opt_g, opt_d, scaler, amp_dtype, use_amp,
+                     dataset, train_files, held, start, checkpoint, stop)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _loop(cfg, run, dist, export_name, verbose, G, D, G_ema, opt_g, opt_d, scaler, amp_dtype, use_amp, dataset,
+          train_files, held, start, checkpoint, stop) -> int:
+    """The training steps (split from the set-up so signal handlers are restored afterwards)."""
+    dev = dist.device
+    fmt = torch.channels_last if dev.type == "cuda" else torch.contiguous_format
+    fixed_z = torch.randn(cfg.sample_count, cfg.latent_dim, generator=torch.Generator().manual_seed(cfg.seed + 1))
+    reference = None
+    world_batch = cfg.batch_size * dist.world_size
+    status_extra = {"total": cfg.steps, "images": len(dataset), "skipped": len(dataset.skipped), "arch": cfg.arch}
+    if dist.is_main:
+        run.write_status("running", step=start, **status_extra)
+    _log(verbose, f"training {cfg.arch} {cfg.image_size}px on {len(dataset)} images, steps {start}->{cfg.steps}, "
+                  f"batch {world_batch}, device {dev}")
+
+    sums = torch.zeros(4, device=dev)
+    interval_start, interval_steps = time.perf_counter(), 0
+    autocast = (lambda: torch.autocast("cuda", dtype=amp_dtype)) if use_amp else contextlib.nullcontext
+    step = start
+    G.train()
+    D.train()
+    while step < cfg.steps:
+        gen = step_generator(cfg.seed, step, dist.rank)
+        idx = torch.randint(len(dataset), (cfg.batch_size,), generator=gen).tolist()
+        real = dataset.load_batch(idx).to(dev, non_blocking=True)
+        real = augment(real, gen, cfg.flip, cfg.rotate, cfg.shift).contiguous(memory_format=fmt)
+        z = torch.randn(cfg.batch_size, cfg.latent_dim, generator=gen).to(dev)
+
+        with autocast():
+            fake = G(z)
+            logits_real = D(diff_augment(real, cfg.diffaugment, gen))
+            logits_fake = D(diff_augment(fake.detach(), cfg.diffaugment, gen))
+            loss_d = d_real_loss(logits_real.float(), cfg.loss) + d_fake_loss(logits_fake.float(), cfg.loss)
+        opt_d.zero_grad(set_to_none=True)
+        scaler.scale(loss_d).backward()
+        scaler.step(opt_d)
+
+        # D's gradients from the generator step are thrown away: no need to all-reduce them.
+        with autocast(), (D.no_sync() if dist.enabled else contextlib.nullcontext()):
+            loss_g = g_adv_loss(D(diff_augment(fake, cfg.diffaugment, gen)).float(), cfg.loss)
+        opt_g.zero_grad(set_to_none=True)
+        scaler.scale(loss_g).backward()
+        scaler.step(opt_g)
+        scaler.update()
+        if G_ema is not None:
+            ema_update(G_ema, _unwrap(G), min(cfg.ema_decay, (1 + step) / (10 + step)))
+        step += 1
+        interval_steps += 1
+        with torch.no_grad():
+            sums += torch.stack([loss_g.detach().float(), loss_d.detach().float(),
+                                 torch.sigmoid(logits_real.detach().float()).mean(),
+                                 torch.sigmoid(logits_fake.detach().float()).mean()])
+
+        values: dict[str, Any] = {}
+        last = step == cfg.steps
+        if step % cfg.log_every == 0 or last:
+            mean = distributed.all_reduce_mean(sums / interval_steps, dist).tolist()
+            elapsed = time.perf_counter() - interval_start
+            values.update(loss_G=mean[0], loss_D=mean[1], d_real=mean[2], d_fake=mean[3],
+                          images_per_s=world_batch * interval_steps / max(elapsed, 1e-9))
+            sums.zero_()
+            interval_steps = 0
+        sampler = G_ema if G_ema is not None else _unwrap(G)
+        if dist.is_main and (step % cfg.sample_every == 0 or last):
+            run.save_sample(step, sample_grid(sampler, fixed_z))
+        if cfg.fid_every and (step % cfg.fid_every == 0 or last):
+            if dist.is_main:
+                if reference is None:
+                    reference = _reference_stats(cfg, train_files, held, dev)
+                values.update(_fid(sampler, cfg, reference, dev))
+            distributed.barrier(dist)
+        if values:
+            if dist.is_main:
+                run.log(step, **values)
+                run.write_status("running", step=step, **status_extra)
+            if "loss_G" in values:
+                _log(verbose, f"step {step}/{cfg.steps} " + " ".join(
+                    f"{k}={v:.4g}" for k, v in values.items()))
+                interval_start = time.perf_counter()
+        if step % cfg.checkpoint_every == 0 or last:
+            checkpoint(step)
+        if _stop_requested(stop, dist):
+            if not (step % cfg.checkpoint_every == 0 or last):
+                checkpoint(step)
+            if dist.is_main:
+                run.write_status("stopped", step=step, **status_extra)
+            _log(verbose, f"stopped at step {step}; checkpoint written, resume with --resume")
+            return 0
+        G.train()
+    if start >= cfg.steps and not run.checkpoints() and dist.is_main:
+        checkpoint(step)
+    if dist.is_main:
+        run.write_status("finished", step=step, **status_extra)
+        if export_name:
+            path = export(run.path, export_name)
+            _log(verbose, f"exported {path}")
+    distributed.barrier(dist)
+    return 0
+
+
+def _stop_requested(stop: GracefulStop, dist: distributed.Dist) -> bool:
+    """Every rank must agree to stop at the same step, or the others would wait forever."""
+    if not dist.enabled:
+        return stop.requested
+    flag = torch.tensor([1.0 if stop.requested else 0.0], device=dist.device)
+    return bool(distributed.all_reduce_mean(flag, dist).item() > 0)
+
+
+@torch.no_grad()
+def sample_grid(generator: nn.Module, z: torch.Tensor, cols: int | None = None):
+    """A PIL grid of the generator's images for fixed latents (eval mode, restored afterwards)."""
+    from animegan.faces import make_grid, to_pil_images
+
+    was_training = generator.training
+    generator.eval()
+    param = next(generator.parameters())
+    images = generator(z.to(param.device, param.dtype)).float().cpu()
+    generator.train(was_training)
+    return make_grid(to_pil_images(images), cols=cols)
+
+
+def _reference_stats(cfg: FaceTrainConfig, train_files: list[Path], held: list[Path], dev: torch.device):
+    from animegan.metrics import compute_stats
+
+    files = held or train_files
+    return compute_stats(files, device=dev, limit=cfg.fid_reference or None)
+
+
+def _fid(generator: nn.Module, cfg: FaceTrainConfig, reference, dev: torch.device) -> dict[str, float]:
+    from animegan.metrics import compute_stats, fid_from_stats, generator_batches, kid_from_features
+
+    was_training = generator.training
+    generator.eval()
+    stats = compute_stats(generator_batches(generator, cfg.fid_samples, seed=cfg.seed + 2, device=dev), device=dev,
+                          limit=cfg.fid_samples)
+    generator.train(was_training)
+    kid, _ = kid_from_features(stats.features, reference.features, subsets=20)
+    return {"fid": fid_from_stats(stats, reference), "kid": kid}
+
+
+# ----------------------------------------------------------------------------------------
+# Export
+# ----------------------------------------------------------------------------------------
+def export(run_dir: str | Path, name: str, weights_dir: str | Path | None = None, use_ema: bool = True,
+           description: str | None = None, sliders: bool = True) -> Path:
+    """Write the run's newest generator (its EMA when there is one) as ``weights/NAME.safetensors``."""
+    from animegan.weights import save_weights, weights_dir as default_weights_dir
+
+    if not name or any(c in name for c in "/\\") or name.startswith("."):
+        raise AnimeGANError(f"bad weights name {name!r}: use a plain name such as 'faces64'")
+    run = RunFolder(run_dir)
+    cfg = config_from_dict(run.read_config()).resolved()
+    ckpt = run.load_latest_checkpoint()
+    if ckpt is None:
+        raise AnimeGANError(f"{run.path}: no checkpoint to export yet")
+    state = ckpt["G_ema"] if use_ema and "G_ema" in ckpt else ckpt["G"]
+    g_cfg = cfg.generator_config()
+    measured = {}
+    for record in read_metrics(run.metrics_path):
+        for key in ("fid", "kid"):
+            if key in record:
+                measured[key] = record[key]
+                measured[f"{key}_step"] = record["step"]
+    status = run.read_status()
+    metadata = {
+        "kind": "faces",
+        "architecture": "dcgan",
+        "config": asdict(g_cfg),
+        "description": description or f"Anime faces {cfg.image_size}x{cfg.image_size} ({cfg.arch}, "
+                                      f"{int(ckpt['step'])} steps)",
+        "training_data": {"folder": str(cfg.data), "images": status.get("images"), "variant": cfg.arch,
+                          "training_config": asdict(cfg), "weights": "ema" if state is ckpt.get("G_ema") else "G"},
+        "steps": int(ckpt["step"]),
+        "metrics": measured,
+        "licence": LICENCE_NOTE,
+    }
+    folder = Path(weights_dir) if weights_dir else default_weights_dir()
+    path = save_weights(folder / f"{name}.safetensors", state, metadata)
+    if sliders:
+        from animegan.faces import FaceGenerator, save_sliders
+
+        fg = FaceGenerator(path, device="cpu")
+        save_sliders(path.with_name(f"{name}.sliders.safetensors"), fg.sliders)
+    return path
+
+
+# ----------------------------------------------------------------------------------------
+# Command line
+# ----------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m train.faces", description="Train an anime-face generator.")
+    p.add_argument("--data", help="folder of face images (searched recursively)")
+    p.add_argument("--out", required=True, help="run folder to write (config.json, metrics.jsonl, samples/ ...)")
+    p.add_argument("--steps", type=int, help="total training steps (a resumed run continues up to this)")
+    p.add_argument("--config", help="JSON file with FaceTrainConfig fields; flags override it")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its newest checkpoint")
+    p.add_argument("--arch", choices=VARIANTS, help="dcgan (the seeds) or dcgan_improved (default)")
+    p.add_argument("--size", type=int, help="image size: 64 or 128 (any power of two from 16)")
+    p.add_argument("--batch", type=int, help="batch size per process")
+    p.add_argument("--lr", type=float, help="learning rate of G and D")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--fid-every", type=int, help="evaluate FID every N steps (0: never)")
+    p.add_argument("--fid-samples", type=int, help="generated images per FID evaluation")
+    p.add_argument("--fid-reference", type=int, help="real images for the FID reference statistics (default: all)")
+    p.add_argument("--sample-every", type=int)
+    p.add_argument("--checkpoint-every", type=int)
+    p.add_argument("--log-every", type=int)
+    p.add_argument("--holdout", action="store_true", default=None,
+                   help="keep 1 image in 10 (by file-name hash) out of training and measure FID against it")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: auto)")
+    p.add_argument("--export", metavar="NAME", help="when done, write weights/NAME.safetensors for the app")
+    p.add_argument("--quiet", action="store_true")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> FaceTrainConfig:
+    values: dict[str, Any] = {}
+    if args.config:
+        try:
+            values = json.loads(Path(args.config).read_text())
+        except FileNotFoundError:
+            raise AnimeGANError(f"{args.config}: no such config file") from None
+        except ValueError as exc:
+            raise AnimeGANError(f"{args.config}: not valid JSON ({exc})") from None
+        if not isinstance(values, dict):
+            raise AnimeGANError(f"{args.config}: expected a JSON object of config fields")
+    flags = {"data": args.data, "steps": args.steps, "arch": args.arch, "image_size": args.size,
+             "batch_size": args.batch, "seed": args.seed, "fid_every": args.fid_every, "fid_samples": args.fid_samples,
+             "fid_reference": args.fid_reference,
+             "sample_every": args.sample_every, "checkpoint_every": args.checkpoint_every,
+             "log_every": args.log_every, "holdout": args.holdout}
+    values.update({k: v for k, v in flags.items() if v is not None})
+    if args.lr is not None:
+        values["lr_g"] = values["lr_d"] = args.lr
+    return config_from_dict(values)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        cfg = config_from_args(args)
+        if args.resume and args.steps is None:
+            cfg.steps = RunFolder(args.out).read_config().get("steps", cfg.steps)
+        if not args.resume and not cfg.data:
+            raise AnimeGANError("pass --data DIR (a folder of face images)")
+        return train(cfg, args.out, resume=args.resume, device=args.device, export_name=args.export,
+                     verbose=not args.quiet)
+    except AnimeGANError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("cancelled", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
