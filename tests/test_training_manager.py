@@ -1,0 +1,193 @@
+"""TrainingManager with real trainer processes on tiny data made here: start, watch, stop, resume, export, crash."""
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from animegan.errors import AnimeGANError
+from animegan.training import TrainingManager, TrainSettings, check_name, inspect_dataset, run_path
+
+TIMEOUT_S = 90
+
+
+def _pngs(folder: Path, count: int, size: int = 32, seed: int = 0) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(count):
+        Image.fromarray(rng.integers(0, 256, (size, size + i % 3, 3), dtype=np.uint8)).save(folder / f"img_{i:03d}.png")
+    return folder
+
+
+def _corrupt(path: Path) -> Path:
+    good = path.with_suffix(".tmp.png")
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(good)
+    path.write_bytes(good.read_bytes()[:40])  # a truncated PNG: the header reads, the pixels do not
+    good.unlink()
+    return path
+
+
+def _wait(what: str, condition: Callable[[], object], timeout: float = TIMEOUT_S) -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _settings(steps: int) -> TrainSettings:
+    return TrainSettings(steps=steps, size=16, batch=4, sample_every=5, checkpoint_every=1000, log_every=2)
+
+
+@pytest.fixture
+def manager(tmp_path: Path) -> TrainingManager:
+    m = TrainingManager(tmp_path / "runs")
+    yield m
+    if m.active():
+        m.stop(timeout=20)
+
+
+def test_run_names_stay_inside_the_runs_folder(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    assert run_path("faces-64_v1.2", root) == (root / "faces-64_v1.2").resolve()
+    for bad in ["../x", "/abs", "", "   ", "a/b", ".hidden", "..", "x" * 65, "a\\b", "name with space"]:
+        with pytest.raises(AnimeGANError):
+            run_path(bad, root)
+    root.mkdir()
+    (root / "escape").symlink_to(tmp_path)  # a link inside the folder pointing out of it
+    with pytest.raises(AnimeGANError, match="outside the runs folder"):
+        run_path("escape", root)
+    with pytest.raises(AnimeGANError, match="weights name"):
+        check_name("../w", "weights name")
+
+
+def test_dataset_check_counts_sizes_and_finds_bad_files(tmp_path: Path) -> None:
+    faces = _pngs(tmp_path / "faces", 5, size=24)
+    _corrupt(faces / "broken.png")
+    (faces / "notes.jpg").write_text("not a picture")
+    report = inspect_dataset("faces", faces)
+    assert report.ok
+    (folder,) = report.folders
+    assert folder.count == 7 and folder.readable == 5
+    assert sorted(p.name for p, _ in report.bad) == ["broken.png", "notes.jpg"]
+    assert folder.size_range() == ((24, 24), (25, 24), (26, 24))
+    assert "2 unreadable" in report.summary() and "broken.png" in report.summary()
+
+    style = tmp_path / "style"
+    _pngs(style / "real_images", 3)
+    with pytest.raises(AnimeGANError, match="anime_images"):
+        inspect_dataset("style", style)
+    _corrupt(_pngs(style / "anime_images", 1) / "bad.png")
+    report = inspect_dataset("style", style)
+    assert [f.readable for f in report.folders] == [3, 1]
+    assert not report.ok and "need at least 2" in report.problems[0]
+    with pytest.raises(AnimeGANError, match="no such folder"):
+        inspect_dataset("faces", tmp_path / "missing")
+
+
+def test_start_watch_stop_resume_export(manager: TrainingManager, tmp_path: Path, weights_dir: Path) -> None:
+    from animegan.weights import project_weights
+    from train.runs import RunFolder
+
+    data = _pngs(tmp_path / "faces", 24)
+    # Two browser tabs pressing Start at once: exactly one run starts.
+    outcomes: list[object] = []
+
+    def press(name: str) -> None:
+        try:
+            outcomes.append(manager.start("faces", data, name, _settings(100_000)))
+        except AnimeGANError as exc:
+            outcomes.append(exc)
+
+    threads = [threading.Thread(target=press, args=(n,)) for n in ("tab-a", "tab-b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    errors = [o for o in outcomes if isinstance(o, AnimeGANError)]
+    assert len(errors) == 1 and "already training" in str(errors[0])
+    name = manager.active()
+    assert name in ("tab-a", "tab-b")
+
+    rows = _wait("loss points", lambda: len(manager.metrics_long(name)) >= 4 and manager.metrics_long(name))
+    assert {r["series"] for r in rows} >= {"G", "D"} and all(np.isfinite(r["value"]) for r in rows)
+    status = _wait("a sample grid", lambda: (s := manager.status(name)).sample is not None and s)
+    assert status.state == "running" and status.active and status.total == 100_000
+    assert status.images_per_s and status.images_per_s > 0 and status.eta_s and status.eta_s > 0
+    assert Image.open(status.sample).size[0] > 16
+    with pytest.raises(AnimeGANError, match="already training"):
+        manager.start("faces", data, "third", _settings(10))
+    with pytest.raises(AnimeGANError, match="already training"):
+        TrainingManager(manager.root).start("faces", data, "other-app", _settings(10))  # a second app sees it too
+
+    stopped = manager.stop(timeout=60)
+    assert stopped.state == "stopped" and stopped.returncode == 0 and not stopped.active
+    assert manager.active() is None
+    assert stopped.checkpoint_step == stopped.step > 0
+    assert "(exit status" not in stopped.summary()
+
+    with pytest.raises(AnimeGANError, match="already exists"):
+        manager.start("faces", data, name, _settings(10))
+    with pytest.raises(AnimeGANError, match="set steps above"):
+        manager.resume(name, steps=stopped.step)
+    manager.resume(name)  # up to the run's own total
+    _wait("steps after the resume", lambda: manager.status(name).step > stopped.step + 2)
+    steps = [r["step"] for r in RunFolder(manager.path(name)).metrics()]
+    assert steps == sorted(set(steps)) and steps[-1] > stopped.step  # resumed lines continue, none repeated
+    assert f"resuming from step {stopped.step}" in (manager.path(name) / "log.txt").read_text()
+
+    # A trainer killed outright is reported as failed, here and by a fresh app (no process handle).
+    os.kill(manager.status(name).pid, signal.SIGKILL)
+    failed = _wait("the kill to be noticed", lambda: (s := manager.status(name)).state == "failed" and s)
+    assert failed.returncode == -signal.SIGKILL and "exit status" in failed.summary() and not failed.active
+    assert TrainingManager(manager.root).status(name).state == "failed"
+    assert manager.active() is None and TrainingManager(manager.root).active() is None
+
+    path = manager.export(name, "my-faces")
+    assert path == weights_dir / "my-faces.safetensors"
+    meta = project_weights("faces")["my-faces"]
+    assert meta["steps"] == stopped.step  # the newest checkpoint: the one the graceful stop wrote
+    with pytest.raises(AnimeGANError, match="already exist"):
+        manager.export(name, "my-faces")
+    from animegan.faces import FaceGenerator
+
+    assert FaceGenerator("my-faces", device="cpu").face(3).size == (16, 16)
+
+
+def test_style_run_and_export(manager: TrainingManager, tmp_path: Path, weights_dir: Path) -> None:
+    from animegan.weights import project_weights
+
+    data = tmp_path / "style"
+    _pngs(data / "real_images", 6, size=40, seed=1)
+    _pngs(data / "anime_images", 6, size=40, seed=2)
+    settings = TrainSettings(steps=4, size=32, batch=2, preset="portrait", recipe="v2", sample_every=2,
+                             checkpoint_every=2, log_every=2)
+    manager.start("style", data, "style-1", settings)
+    done = _wait("the style run to finish", lambda: (s := manager.status("style-1")).state == "finished" and s)
+    assert done.kind == "style" and done.step == 4 and done.sample is not None
+    assert manager.metrics_long("style-1") and manager.runs() == ["style-1"]
+    manager.export("style-1", "my-style")
+    meta = project_weights("style")["my-style"]
+    assert meta["preset"] == "portrait" and meta["steps"] == 4
+
+
+def test_trainer_crashes_are_reported_not_raised(manager: TrainingManager, tmp_path: Path) -> None:
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for i in range(3):
+        _corrupt(bad / f"b{i}.png")
+    manager.start("faces", bad, "bad-data", _settings(50))
+    failed = _wait("the trainer to fail", lambda: (s := manager.status("bad-data")).state == "failed" and s)
+    assert failed.returncode == 2 and not failed.active
+    assert "could be read" in failed.message and "could be read" in failed.log_tail
+    assert manager.active() is None
+
