@@ -365,3 +365,35 @@ def test_push_a_face_training_run_and_pull_it_back(tmp_path: Path, hf_cache: Pat
     assert np.array_equal(np.asarray(pulled.face(3)), np.asarray(local.face(3)))
     with pytest.raises(AnimeGANError, match="not a photo-to-anime style"):
         load_weights("hub:alice/run-faces", kind="style")
+
+
+def test_training_tab_offers_the_push_once_a_token_is_set(tmp_path: Path, hf_cache: Path, no_network: None,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Training tab's share box: it says what is missing, and refuses clearly without a token or offline."""
+    import gradio as gr
+
+    import animegan.training as training
+    from animegan.ui import training as tab
+
+    train_faces = pytest.importorskip("train.faces")
+    monkeypatch.setattr(training, "_MANAGER", training.TrainingManager(tmp_path / "runs"))
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(4):
+        Image.fromarray(gradient_image(20, 20, seed=i)).save(data / f"{i}.png")
+    cfg = train_faces.FaceTrainConfig(data=str(data), arch="dcgan", image_size=16, latent_dim=8, g_width=8,
+                                      d_width=8, batch_size=2, steps=1, log_every=1, sample_every=100,
+                                      checkpoint_every=1, sample_count=4)
+    assert train_faces.train(cfg, tmp_path / "runs" / "tiny", device="cpu", verbose=False) == 0
+
+    assert "HF_TOKEN" in tab.hub_hint()
+    with pytest.raises(gr.Error, match="no Hugging Face token"):
+        tab.push_run("tiny", "alice/tiny-faces", False)
+    monkeypatch.setenv("HF_TOKEN", "hf_test_token_not_real")
+    assert "token is set" in tab.hub_hint()
+    with pytest.raises(gr.Error, match="cannot push while offline"):
+        tab.push_run("tiny", "alice/tiny-faces", False)
+    with pytest.raises(gr.Error, match="repository"):
+        tab.push_run("tiny", "not a repo", False)
+    with pytest.raises(gr.Error, match="no such run|not a run|escape|run name"):
+        tab.push_run("../outside", "alice/tiny-faces", False)

@@ -10,6 +10,7 @@ from typing import Any
 import gradio as gr
 from PIL import Image
 
+from .. import hub
 from ..images import open_image
 from ..training import KIND_LABELS, TrainSettings, get_manager, inspect_dataset
 from .common import user_errors
@@ -90,6 +91,26 @@ def export_weights(view: str | None, weights_name: str, overwrite: bool) -> str:
     kind = get_manager().status(name).kind
     where = "the Faces tab (press ↻ there)" if kind == "faces" else "the Photo and Video style menus (reload the page)"
     return f"Saved **{path.stem}** to `{path}`: pick it in {where}."
+
+
+def hub_hint() -> str:
+    """What the share box says; evaluated on each page load, so a token set later shows up."""
+    if hub.token_available():
+        return "A Hugging Face token is set: the run's newest weights go up with a model card and a sample grid."
+    return ("Set `HF_TOKEN` (a token with write access) or run `hf auth login`, then reload the page, "
+            "to share a run's weights on the Hub.")
+
+
+@user_errors
+def push_run(view: str | None, repo: str, private: bool, progress: gr.Progress = gr.Progress()) -> str:
+    """Upload the viewed run's newest weights to a Hub model repo (exported first, model card made)."""
+    name = _chosen(view)
+    if not name:
+        raise gr.Error("no run to share: pick one in 'Runs'", print_exception=False)
+    url = hub.push_weights(get_manager().path(name), repo, private=bool(private), name=name,
+                           progress=lambda done, what: progress(done, desc=what))
+    gr.Info(f"uploaded to {url}")
+    return f"Shared at {url}: anyone can use it as `hub:{hub.parse_repo_id(repo)}`."
 
 
 def refresh(view: str | None, seen: dict[str, Any] | None) -> tuple[Any, ...]:
@@ -194,6 +215,13 @@ def build_tab() -> None:
         overwrite = gr.Checkbox(label="Replace weights of that name", value=False, elem_id="train-export-overwrite")
         export = gr.Button("Use these weights", elem_id="train-export")
     export_result = gr.Markdown(elem_id="train-export-result")
+    with gr.Accordion("Share on the Hugging Face Hub", open=False, elem_id="train-hub"):
+        gr.Markdown(hub_hint, elem_id="train-hub-hint")
+        with gr.Row():
+            repo = gr.Textbox(label="Model repository", placeholder="USER/NAME", scale=3, elem_id="train-hub-repo")
+            private = gr.Checkbox(label="Private", value=False, elem_id="train-hub-private")
+            push = gr.Button("Push to the Hub", elem_id="train-hub-push")
+        push_result = gr.Markdown(elem_id="train-hub-result")
     seen = gr.State({})
     timer = gr.Timer(REFRESH_S)
 
@@ -206,6 +234,7 @@ def build_tab() -> None:
     resume.click(resume_run, [runs, steps], [status, runs], concurrency_limit=None)
     runs.input(pick_run, runs, steps, concurrency_limit=None)
     export.click(export_weights, [runs, weights_name, overwrite], export_result, concurrency_id="training-export")
+    push.click(push_run, [runs, repo, private], push_result, concurrency_id="training-export")
     # Reading the run folder is cheap and must not wait behind a stylization in the model queue.
     timer.tick(refresh, [runs, seen], [status, plot, sample, log, runs, seen], concurrency_limit=None,
                show_progress="hidden", api_visibility="undocumented")
