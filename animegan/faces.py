@@ -231,7 +231,7 @@ class FaceGenerator:
         if isinstance(weights, nn.Module):
             net = weights
         else:
-            loaded = load_weights(weights)
+            loaded = load_weights(weights, kind="faces")
             if loaded.kind != "faces":
                 raise AnimeGANError(f"{loaded.source}: holds a {loaded.kind!r} network, not a face generator")
             net = build_from_weights(loaded)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pytest
@@ -68,10 +69,11 @@ def _write_folder(folder: Path, count: int, shift: bool, seed: int = 0) -> Path:
 
 
 @pytest.fixture(scope="module")
-def folders(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+def folders(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path, Path]]:
     root = tmp_path_factory.mktemp("fid")
-    os.environ["ANIMEGAN_CACHE"] = str(root / "cache")  # module-wide: the CLI test reuses the stats
-    return _write_folder(root / "a", 6, False), _write_folder(root / "b", 6, True), root / "cache"
+    with pytest.MonkeyPatch.context() as patch:  # module-wide: the CLI test reuses the stats
+        patch.setenv("ANIMEGAN_CACHE", str(root / "cache"))
+        yield _write_folder(root / "a", 6, False), _write_folder(root / "b", 6, True), root / "cache"
 
 
 def test_fid_self_is_zero_and_shifted_is_larger(folders: tuple[Path, Path, Path]) -> None:
@@ -109,3 +111,17 @@ def test_fid_cli_on_two_folders(folders: tuple[Path, Path, Path], capsys: pytest
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["fid"] > 10.0 and "kid" in result
     assert main(["fid", str(a / "missing"), str(b)]) == 2
+
+
+def test_fid_cli_refuses_a_style_run_clearly(folders: tuple[Path, Path, Path], tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """A photo-to-anime run folder has no latent space to sample: one line that says so, exit 2."""
+    from animegan.cli import main
+
+    a, _, _ = folders
+    run = tmp_path / "style-run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"trainer": "animegan", "recipe": "v2", "steps": 10}))
+    assert main(["fid", str(run), str(a)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "photo-to-anime style run" in err and "Traceback" not in err and len(err.splitlines()) == 1

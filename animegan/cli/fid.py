@@ -60,7 +60,11 @@ def _run_generator(run, device_name: str | None = None):
     from ..models.dcgan import DCGANGenerator
     from train.faces import config_from_dict
 
-    cfg = config_from_dict(run.read_config()).resolved()
+    config = run.read_config()
+    if config.get("trainer") == "animegan" or "recipe" in config:
+        raise AnimeGANError(f"{run.path}: a photo-to-anime style run; FID of a run folder samples a face "
+                            "generator. For a style, stylize held-out photos and compare that folder instead")
+    cfg = config_from_dict(config).resolved()
     ckpt = run.load_latest_checkpoint()
     if ckpt is None:
         raise AnimeGANError(f"{run.path}: the run has no checkpoint yet")
