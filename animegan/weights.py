@@ -363,6 +363,25 @@ def save_weights(path: str | os.PathLike[str], state_dict: dict[str, torch.Tenso
     return path
 
 
+def update_metadata(path: str | os.PathLike[str], updates: dict[str, Any]) -> dict[str, Any]:
+    """Merge ``updates`` into a project weights file's metadata (header and JSON), tensors unchanged.
+
+    Dict values merge one level deep (``{"metrics": {...}}`` adds figures beside the old ones).
+    """
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    meta = read_metadata(path)
+    for key, value in updates.items():
+        meta[key] = {**meta[key], **value} if isinstance(value, dict) and isinstance(meta.get(key), dict) else value
+    try:
+        tensors = load_file(str(path))
+    except Exception as exc:  # safetensors raises several types for bad files
+        raise AnimeGANError(f"{path}: not a readable safetensors file ({_short(exc)})") from None
+    save_weights(path, tensors, meta, dtype=None)
+    return meta
+
+
 # ----------------------------------------------------------------------------------------
 # Community presets: download once, verify, cache
 # ----------------------------------------------------------------------------------------
