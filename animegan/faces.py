@@ -34,6 +34,7 @@ from torch import nn
 from .device import inference_dtype, pick_device, prepare
 from .errors import AnimeGANError
 from .fileio import atomic_path
+from .limits import check_time
 
 SLIDER_COUNT = 5
 SLIDER_SCALE = 2.0   # latent units per slider unit; a slider runs from -3 to 3
@@ -267,7 +268,10 @@ class FaceGenerator:
     def render(self, z: torch.Tensor, batch_size: int = 32) -> np.ndarray:
         """Latents (N, d) -> (N, S, S, 3) uint8."""
         z = z.reshape(-1, self.latent_dim)
-        out = [to_uint8(self.net(chunk.to(self.device, self.dtype))) for chunk in z.split(batch_size)]
+        out = []
+        for chunk in z.split(batch_size):
+            check_time()  # a request's time limit (animegan.limits), between batches of a long morph
+            out.append(to_uint8(self.net(chunk.to(self.device, self.dtype))))
         return np.concatenate(out)
 
     def face(self, seed: int, variety: float = 1.0, sliders: Sequence[float] | None = None) -> Image.Image:

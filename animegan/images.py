@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,9 @@ from .errors import AnimeGANError
 # Larger images are refused before decoding (a decompression bomb is small on disk).
 MAX_PIXELS = int(os.environ.get("ANIMEGAN_MAX_PIXELS", 100_000_000))
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
+# The decoders PIL may try. Photos come in these; the other plugins (EPS runs Ghostscript,
+# and rarely used parsers such as FITS, SPIDER or PCD) are attack surface with no use here.
+FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "DIB", "TIFF", "GIF", "PPM", "TGA", "ICO", "AVIF")
 
 ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray, bytes]
 
@@ -30,38 +34,63 @@ class PreparedImage:
 
 
 def open_image(source: ImageInput, name: str | None = None) -> Image.Image:
-    """Open a path, bytes, array or PIL image, refusing pixel counts over ``MAX_PIXELS``."""
+    """Open a path, bytes, array or PIL image, refusing pixel counts over ``MAX_PIXELS``.
+
+    Every way a file can be bad (empty, truncated, hostile, not an image at all) ends in an
+    ``AnimeGANError`` naming it; nothing else escapes, so callers need no other handler.
+    """
     if isinstance(source, Image.Image):
         _check_pixels(source.size, name or "image")
         return source
     if isinstance(source, np.ndarray):
         return _from_array(source, name or "array")
+    if isinstance(source, (bytearray, memoryview)):
+        source = bytes(source)
+    if not isinstance(source, (str, os.PathLike, bytes)):
+        raise AnimeGANError(f"{name or 'input'}: expected an image file, bytes, array or PIL image, "
+                            f"not {type(source).__name__}")
     label = name or (str(source) if not isinstance(source, bytes) else "upload")
     if isinstance(source, (str, os.PathLike)):
+        if not str(source).strip():  # Path("") is the current folder: say what is really wrong
+            raise AnimeGANError("no image given")
         path = Path(source)
         if path.is_dir():
             raise AnimeGANError(f"{label}: is a folder, not an image")
-        if not path.is_file():
+        if not path.exists():
             raise AnimeGANError(f"{label}: no such file")
+        if not path.is_file():  # a FIFO or a device would block or never end
+            raise AnimeGANError(f"{label}: not a regular file")
         if path.stat().st_size == 0:
             raise AnimeGANError(f"{label}: empty file")
-    elif isinstance(source, bytes) and not source:
+    elif not source:
         raise AnimeGANError(f"{label}: empty file")
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+            # Our own pixel check below runs before any decoding, so PIL's softer warning is not
+            # needed; its hard DecompressionBombError (twice its limit) still stops a bomb in open().
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source, formats=FORMATS)
             _check_pixels(image.size, label)
             image.load()
     except AnimeGANError:
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise AnimeGANError(f"{label}: image is too large to process safely") from None
+    except Image.DecompressionBombError as exc:
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f"{int(found.group(1)) / 1e6:.0f} MP; " if found else ""
+        raise AnimeGANError(f"{label}: image is too large to process safely ({size}the limit is "
+                            f"{MAX_PIXELS / 1e6:.0f} MP)") from None
     except UnidentifiedImageError:
         raise AnimeGANError(f"{label}: not an image, or a format this tool cannot read") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise AnimeGANError(f"{label}: truncated or damaged image ({str(exc).splitlines()[0][:120]})") from None
+    except MemoryError:
+        raise
+    except Exception as exc:  # PIL's decoders raise OSError, SyntaxError, struct.error, IndexError ... on hostile files
+        raise AnimeGANError(f"{label}: truncated or damaged image ({_first_line(exc)})") from None
     return image
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:120]
 
 
 def _check_pixels(size: tuple[int, int], label: str) -> None:
@@ -80,6 +109,8 @@ def _from_array(array: np.ndarray, label: str) -> Image.Image:
         a = a[:, :, 0]
     if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (3, 4)):
         raise AnimeGANError(f"{label}: array of shape {a.shape} is not an image (HxW, HxWx3 or HxWx4)")
+    if not (a.dtype == np.bool_ or np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)):
+        raise AnimeGANError(f"{label}: array of {a.dtype} values is not an image (use uint8, uint16 or float)")
     _check_pixels((a.shape[1], a.shape[0]), label)
     if a.dtype == np.uint16:
         a = (a >> 8).astype(np.uint8)
@@ -98,8 +129,18 @@ def prepare_image(source: ImageInput, name: str | None = None) -> PreparedImage:
     """
     image = open_image(source, name)
     label = name or getattr(image, "filename", None) or "image"
-    if getattr(image, "n_frames", 1) > 1:
-        image.seek(0)
+    # Frame 0 is the one open_image decoded. Asking for n_frames would parse every later frame,
+    # and a damaged one (IndexError, struct.error ...) must not cost the first.
+    try:
+        rgb, alpha = _upright_rgb(image)
+    except MemoryError:
+        raise
+    except Exception as exc:  # a conversion that trips on a hostile palette or mode
+        raise AnimeGANError(f"{label}: truncated or damaged image ({_first_line(exc)})") from None
+    return PreparedImage(rgb=rgb, alpha=alpha, name=str(label))
+
+
+def _upright_rgb(image: Image.Image) -> tuple[Image.Image, Image.Image | None]:
     try:
         image = ImageOps.exif_transpose(image)
     except Exception:  # a damaged EXIF block must not lose the picture
@@ -114,7 +155,7 @@ def prepare_image(source: ImageInput, name: str | None = None) -> PreparedImage:
         peak = 65535 if a.max(initial=0) > 255 else 255
         image = Image.fromarray((np.clip(a, 0, peak) * (255.0 / peak) + 0.5).astype(np.uint8), "L")
     elif mode == "F":
-        a = np.asarray(image, dtype=np.float32)
+        a = np.nan_to_num(np.asarray(image, dtype=np.float32))
         lo, hi = float(a.min(initial=0)), float(a.max(initial=1))
         image = Image.fromarray(((a - lo) / max(hi - lo, 1e-6) * 255 + 0.5).astype(np.uint8), "L")
     elif mode in ("RGBA", "LA", "PA", "RGBa", "La"):
@@ -125,7 +166,7 @@ def prepare_image(source: ImageInput, name: str | None = None) -> PreparedImage:
         image = image.convert("RGB")
     if image.mode != "RGB":
         image = image.convert("RGB")
-    return PreparedImage(rgb=image, alpha=alpha, name=str(label))
+    return image, alpha
 
 
 def finish_image(rgb: Image.Image, alpha: Image.Image | None) -> Image.Image:

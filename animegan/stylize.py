@@ -21,11 +21,13 @@ from . import device as device_policy
 from .colors import match_colors
 from .errors import AnimeGANError
 from .images import ImageInput, finish_image, prepare_image
+from .limits import check_time
 from .portrait import largest_face, portrait_box
 from .tiles import run_tiled
 from .weights import build_from_weights, default_style, identity, load_weights
 
 PORTRAIT_SIDE = 512
+MIN_TILE = 64  # smaller tiles cost more in overlap than they save in memory
 
 
 @dataclass
@@ -36,6 +38,14 @@ class StyleOptions:
     keep_colors: bool = False
     max_side: int | None = None  # cap on the long side for inference; None or 0 = full size
     tile: int = 1024  # tile side for large images; 0 = never tile
+
+    def __post_init__(self) -> None:
+        # Checked here, where CLI flags and API arguments arrive: a tile of 1 px or a negative cap
+        # used to end deep in torch (or in a division by zero) instead of in a message.
+        if self.tile and not MIN_TILE <= int(self.tile):
+            raise AnimeGANError(f"tile {self.tile} is too small: use 0 (never tile) or at least {MIN_TILE}")
+        if self.max_side is not None and int(self.max_side) < 0:
+            raise AnimeGANError(f"max side must be 0 (full size) or more, not {self.max_side}")
 
 
 class Stylizer:
@@ -68,6 +78,7 @@ class Stylizer:
             mode = "reflect" if target_h - h < h and target_w - w < w else "replicate"
             x = F.pad(x, (0, target_w - w, 0, target_h - h), mode=mode)
         with self._lock, torch.inference_mode():
+            check_time()  # after the wait for the lock, which may itself have been long
             if tile and target_h * target_w > 2 * tile * tile:
                 y = run_tiled(self.model, x, tile=tile)
             else:

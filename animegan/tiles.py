@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .limits import check_time
+
 NormStats = dict[nn.Module, tuple[torch.Tensor, torch.Tensor]]
 
 
@@ -89,6 +91,10 @@ def _starts(total: int, tile: int, overlap: int) -> list[int]:
 def run_tiled(model: nn.Module, x: torch.Tensor, tile: int = 1024, overlap: int = 64,
               stats_side: int | None = None) -> torch.Tensor:
     """Run ``model`` over ``x`` (N, 3, H, W) in overlapping tiles with shared norm statistics."""
+    if tile < 1:
+        raise ValueError(f"tile must be at least 1 pixel, not {tile}")
+    # An overlap of half the tile or more would stall the tile grid (step <= 0, no tiles, 0/0).
+    overlap = max(0, min(overlap, tile // 2))
     n, _, h, w = x.shape
     stats_side = stats_side or tile
     scale = min(1.0, stats_side / max(h, w))
@@ -102,6 +108,7 @@ def run_tiled(model: nn.Module, x: torch.Tensor, tile: int = 1024, overlap: int 
     with locked_norm_stats(model, stats):
         for y0 in ys:
             for x0 in xs:
+                check_time()  # a request's time limit, checked between tiles (animegan.limits)
                 piece = model(x[:, :, y0:y0 + th, x0:x0 + tw]).float()
                 wy = _ramp(th, overlap, y0 == 0, y0 + th >= h, x.device)
                 wx = _ramp(tw, overlap, x0 == 0, x0 + tw >= w, x.device)

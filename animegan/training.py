@@ -56,6 +56,21 @@ def runs_dir() -> Path:
     return Path(os.environ.get("ANIMEGAN_RUNS_DIR") or "runs").absolute()
 
 
+def data_root() -> Path | None:
+    """``$ANIMEGAN_DATA_ROOT`` when set: the folder that every dataset named in the app must lie in.
+
+    Unset (the default, a local app) any folder may be used. A shared deployment sets it, so a
+    visitor cannot point the dataset check or a trainer at the rest of the server's disk.
+    """
+    text = os.environ.get("ANIMEGAN_DATA_ROOT", "").strip()
+    return Path(text).expanduser().absolute() if text else None
+
+
+def _inside(path: Path, root: Path) -> bool:
+    resolved, base = path.resolve(), root.resolve()
+    return resolved == base or base in resolved.parents
+
+
 def check_name(name: Any, what: str = "run name") -> str:
     """A safe slug (letters, digits, '.', '-', '_'; at most 64), or an AnimeGANError."""
     text = str(name or "").strip()
@@ -157,7 +172,12 @@ def dataset_folders(kind: str, root: str | os.PathLike[str]) -> list[tuple[str, 
     if not text:
         raise AnimeGANError("give the dataset folder" + (" (it must hold real_images/ and anime_images/)"
                                                           if kind == "style" else ""))
-    base = Path(text).expanduser().absolute()
+    root = data_root()
+    given = Path(text).expanduser()
+    base = (root / given if root is not None and not given.is_absolute() else given).absolute()
+    # Checked before anything else, so the messages below say nothing about paths outside the root.
+    if root is not None and not _inside(base, root):
+        raise AnimeGANError(f"{text}: outside the data folder {root}")
     if not base.exists():
         raise AnimeGANError(f"{base}: no such folder")
     if not base.is_dir():
@@ -168,7 +188,11 @@ def dataset_folders(kind: str, root: str | os.PathLike[str]) -> list[tuple[str, 
     if missing:
         raise AnimeGANError(f"{base}: missing {' and '.join(m + '/' for m in missing)}; a style dataset folder holds "
                             "real_images/ (photos) and anime_images/ (pictures of one anime style)")
-    return [("photos", base / "real_images"), ("anime", base / "anime_images")]
+    folders = [("photos", base / "real_images"), ("anime", base / "anime_images")]
+    for _, folder in folders:  # a subfolder may be a symlink to elsewhere
+        if root is not None and not _inside(folder, root):
+            raise AnimeGANError(f"{folder}: outside the data folder {root}")
+    return folders
 
 
 def inspect_dataset(kind: str, root: str | os.PathLike[str], workers: int = 4,
@@ -198,7 +222,8 @@ def inspect_dataset(kind: str, root: str | os.PathLike[str], workers: int = 4,
             need = 2 if kind == "style" else 1
             if report.readable < need:
                 problems.append(f"{path}: {report.readable} readable images, need at least {need}")
-    return DatasetReport(kind, Path(str(root)).expanduser().absolute(), reports, problems)
+    base = folders[0][1] if kind == "faces" else folders[0][1].parent
+    return DatasetReport(kind, base, reports, problems)
 
 
 def check_kind(kind: Any) -> str:

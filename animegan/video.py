@@ -36,6 +36,7 @@ import numpy as np
 from .colors import match_colors
 from .errors import AnimeGANError
 from .fileio import atomic_path
+from .limits import check_time
 from .portrait import largest_face, portrait_box
 from .stylize import PORTRAIT_SIDE, Stylizer, get_stylizer
 
@@ -44,6 +45,7 @@ OUTPUT_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".gif")
 PORTRAIT_SCAN_FRAMES = 48  # frames looked at (from the start of the span) to place the portrait crop
 PORTRAIT_SCAN_STEP = 4
 CRF = 18  # x264 quality: visually lossless for cartoons, modest files
+PROBE_TIMEOUT_S = 60
 
 ProgressFn = Callable[[int, int], None]
 
@@ -107,10 +109,16 @@ def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
         raise AnimeGANError(f"{path}: no such file")
     if path.is_dir():
         raise AnimeGANError(f"{path}: is a folder, not a video")
+    if not path.is_file():  # a FIFO or a device: ffmpeg would wait on it
+        raise AnimeGANError(f"{path}: not a regular file")
     if path.stat().st_size == 0:
         raise AnimeGANError(f"{path}: empty file")
-    proc = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(path)],
-                          capture_output=True, text=True, errors="replace", timeout=120)
+    try:
+        proc = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(path)],
+                              capture_output=True, text=True, errors="replace", timeout=PROBE_TIMEOUT_S)
+    except subprocess.TimeoutExpired:  # a header probe never needs this long: the file is hostile or stalled
+        raise AnimeGANError(f"{path}: reading the video's header took over {PROBE_TIMEOUT_S} s; "
+                            "not a usable video") from None
     text = proc.stderr
     fmt = re.search(r"Input #0, ([^ ]+), from", text)
     if fmt is None:
@@ -567,6 +575,7 @@ def _run_pipeline(reader: FrameReader, model: Stylizer, plan: _Plan, first: int,
         while not ended:
             if _is_cancelled(cancel):
                 raise VideoCancelled("cancelled; nothing written")
+            check_time()  # a request's time limit (animegan.limits): stops between batches, nothing written
             batch: list[tuple[np.ndarray, np.ndarray | None]] = []
             waited = time.perf_counter()
             while len(batch) < batch_size:

@@ -32,6 +32,7 @@ from torch import nn
 from animegan.device import pick_device
 from animegan.errors import AnimeGANError
 from animegan.models import build_model, make_config
+from animegan.training import check_name
 
 from . import distributed
 from .losses import (GAN_LOSSES, PRESETS, color_loss, content_loss, d_adv_loss, domain_loss, g_adv_loss,
@@ -336,7 +337,7 @@ class StyleTrainer:
             rf.create(self.config_record(), resume=self.resume)
         distributed.barrier(self.dist)
         if self.resume:
-            state = rf.load_latest_checkpoint(map_location=self.device)
+            state = rf.load_latest_checkpoint(map_location=self.device, set_aside_damaged=main)
             if state is not None:
                 self.load_state_dict(state)
             if main:
@@ -442,9 +443,7 @@ def export_style(run_dir: str | Path, name: str, weights_folder: str | Path | No
     """
     from animegan.weights import save_weights, weights_dir
 
-    name = name.strip()
-    if not name or any(c in name for c in "/\\") or name.startswith("."):
-        raise AnimeGANError(f"bad style name {name!r}: use letters, digits, '-' or '_'")
+    name = check_name(name, "style name")  # the one rule for names that become files under weights/
     rf = RunFolder(run_dir)
     config = rf.read_config()
     state = rf.load_latest_checkpoint()
@@ -555,6 +554,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     dist = None
     try:
+        if args.export:  # refuse a bad name now, not after the whole run
+            check_name(args.export, "style name")
         cfg = config_from_args(args)
         dist = distributed.setup(None if cfg.device == "auto" else cfg.device)
         trainer = StyleTrainer(cfg, args.out, resume=args.resume, dist=dist, quiet=args.quiet or not dist.is_main)

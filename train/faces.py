@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from animegan.errors import AnimeGANError
+from animegan.training import check_name
 from animegan.models.dcgan import VARIANTS, DCGANConfig, DCGANDiscriminator, DCGANDiscriminatorConfig, \
     DCGANGenerator, variant_configs
 
@@ -197,7 +198,7 @@ def _train(cfg: FaceTrainConfig, run: RunFolder, resume: bool, dist: distributed
 
     start = 0
     if resume:
-        ckpt = run.load_latest_checkpoint(map_location=dev)
+        ckpt = run.load_latest_checkpoint(map_location=dev, set_aside_damaged=dist.is_main)
         if ckpt is not None:
             G.load_state_dict(ckpt["G"])
             D.load_state_dict(ckpt["D"])
@@ -384,8 +385,7 @@ def export(run_dir: str | Path, name: str, weights_dir: str | Path | None = None
     """Write the run's newest generator (its EMA when there is one) as ``weights/NAME.safetensors``."""
     from animegan.weights import save_weights, weights_dir as default_weights_dir
 
-    if not name or any(c in name for c in "/\\") or name.startswith("."):
-        raise AnimeGANError(f"bad weights name {name!r}: use a plain name such as 'faces64'")
+    name = check_name(name, "weights name")  # the one rule for names that become files under weights/
     run = RunFolder(run_dir)
     cfg = config_from_dict(run.read_config()).resolved()
     ckpt = run.load_latest_checkpoint()
@@ -476,6 +476,8 @@ def config_from_args(args: argparse.Namespace) -> FaceTrainConfig:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.export:  # refuse a bad name now, not after the whole run
+            check_name(args.export, "weights name")
         cfg = config_from_args(args)
         if args.resume and args.steps is None:
             cfg.steps = RunFolder(args.out).read_config().get("steps", cfg.steps)

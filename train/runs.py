@@ -64,7 +64,23 @@ class RunFolder:
             raise AnimeGANError(f"run folder {self.path} already holds a run; pass --resume to continue it")
         self.samples_dir.mkdir(parents=True, exist_ok=True)
         self.checkpoints_dir.mkdir(parents=True, exist_ok=True)
+        self.discard_partial_files()
         atomic_write_json(self.config_path, config)
+
+    def discard_partial_files(self) -> list[Path]:
+        """Remove half-written temporaries a killed trainer left behind (``atomic_path``'s ``.NAME.*.part*``).
+
+        Only the trainer that owns the folder calls this, at start, when no other writer can be
+        mid-write; without it every ``kill -9`` during a save would leave a checkpoint-sized file.
+        """
+        removed = []
+        for folder in (self.path, self.samples_dir, self.checkpoints_dir):
+            if folder.is_dir():
+                for leftover in folder.glob(".*.part*"):
+                    if leftover.is_file():
+                        leftover.unlink(missing_ok=True)
+                        removed.append(leftover)
+        return removed
 
     def read_config(self) -> dict[str, Any]:
         try:
@@ -122,13 +138,28 @@ class RunFolder:
             old.unlink(missing_ok=True)
         return final
 
-    def load_latest_checkpoint(self, map_location: str | torch.device = "cpu") -> dict[str, Any] | None:
-        """The newest checkpoint that loads; a damaged one is reported and skipped."""
+    def load_latest_checkpoint(self, map_location: str | torch.device = "cpu",
+                               set_aside_damaged: bool = False) -> dict[str, Any] | None:
+        """The newest checkpoint that loads; a damaged one is reported and skipped.
+
+        With ``set_aside_damaged`` (a resuming trainer) a damaged file is renamed to
+        ``step_XXXXXXXX.pt.damaged``: kept for inspection, but never again taken for the newest
+        checkpoint, counted against ``keep_checkpoints`` or handed to an export.
+        """
         for path in reversed(self.checkpoints()):
             try:
-                return torch.load(path, map_location=map_location, weights_only=True)
+                state = torch.load(path, map_location=map_location, weights_only=True)
+                if not isinstance(state, dict) or "step" not in state:
+                    raise ValueError("not a checkpoint of this trainer (no step)")
+                return state
             except Exception as exc:  # a damaged file must not stop the resume
-                print(f"warning: skipping unreadable checkpoint {path.name}: {exc}", flush=True)
+                reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+                print(f"warning: skipping unreadable checkpoint {path.name}: {reason}", flush=True)
+                if set_aside_damaged:
+                    try:
+                        path.replace(path.with_name(path.name + ".damaged"))
+                    except OSError:
+                        pass
         return None
 
     # -- status -------------------------------------------------------------------------

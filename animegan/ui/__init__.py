@@ -32,10 +32,26 @@ def build_app() -> gr.Blocks:
     return demo
 
 
-def launch(**kwargs: object) -> None:
-    """Build and serve the app. Host and port follow GRADIO_SERVER_NAME / GRADIO_SERVER_PORT."""
-    demo = build_app()
-    demo.queue(default_concurrency_limit=1)
-    options: dict[str, object] = {"max_file_size": "200mb", "show_error": True}
+def configure_queue(demo: gr.Blocks, max_size: int | None = None) -> gr.Blocks:
+    """The app's queue: one model slot (see ``common.MODEL_EVENT``) and at most ``max_size`` waiting."""
+    from .common import QUEUE_SIZE
+
+    # default_concurrency_limit=1 also covers events that name no limit (the Training tab's).
+    return demo.queue(default_concurrency_limit=1, max_size=QUEUE_SIZE if max_size is None else max_size)
+
+
+def launch(**kwargs: object) -> gr.Blocks:
+    """Build and serve the app. Host and port follow GRADIO_SERVER_NAME / GRADIO_SERVER_PORT.
+
+    Keyword arguments go to ``Blocks.launch`` (with ``prevent_thread_lock=True`` this returns
+    the running app, which ``close()`` stops). Uploads are capped at ``common.MAX_FILE_SIZE`` and
+    per-session state at ``common.SESSION_CAPACITY`` sessions.
+    """
+    from .common import MAX_FILE_SIZE, SESSION_CAPACITY
+
+    demo = configure_queue(build_app())
+    options: dict[str, object] = {"max_file_size": MAX_FILE_SIZE, "show_error": True,
+                                  "state_session_capacity": SESSION_CAPACITY}
     options.update(kwargs)
     demo.launch(**options)  # type: ignore[arg-type]
+    return demo

@@ -10,12 +10,70 @@ from typing import Any, Callable, TypeVar
 import gradio as gr
 
 from ..errors import AnimeGANError
-from ..weights import available_styles, describe, offline_styles
+from ..limits import time_limit
+from ..weights import COMMUNITY_PRESETS, available_styles, describe, offline_styles
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-# One queue slot for the model: photo, video and face work share the CPU/GPU.
+
+def _env_number(name: str, default: float) -> float:
+    try:
+        return float(os.environ.get(name) or default)
+    except ValueError:
+        return default
+
+
+# One queue slot for the model: photo, video and face work share the CPU/GPU. Every event that
+# runs a network passes **MODEL_EVENT, so a video in one tab and faces in another take turns.
 MODEL_SLOT = "model"
+MODEL_EVENT: dict[str, Any] = {"concurrency_limit": 1, "concurrency_id": MODEL_SLOT}
+
+# What one request may cost. Uploads over MAX_FILE_SIZE are refused by Gradio before they reach
+# a handler; QUEUE_SIZE requests may wait (more get Gradio's "queue is full" message); each kind
+# of request stops at its time limit (cooperatively, see animegan.limits). Environment overrides
+# are for deployments; tests change the dict.
+MAX_FILE_SIZE = os.environ.get("ANIMEGAN_MAX_FILE_SIZE") or "200mb"
+QUEUE_SIZE = int(_env_number("ANIMEGAN_QUEUE_SIZE", 64))
+# Gradio keeps a copy of every component's config per browser/client session (about 0.2 MB for
+# this app's ~140 components) and by default up to 10,000 sessions: gigabytes under many
+# visitors. The oldest sessions beyond this many are dropped (they fall back to the defaults).
+SESSION_CAPACITY = int(_env_number("ANIMEGAN_SESSION_CAPACITY", 200))
+TIME_LIMITS_S: dict[str, float] = {
+    "photo": _env_number("ANIMEGAN_PHOTO_TIME_LIMIT", 120),
+    "video": _env_number("ANIMEGAN_VIDEO_TIME_LIMIT", 1800),
+    "faces": _env_number("ANIMEGAN_FACES_TIME_LIMIT", 120),
+}
+_LIMIT_WHAT = {"photo": "stylizing the photo", "video": "stylizing the video", "faces": "making faces"}
+
+
+def time_limited(kind: str) -> Callable[[F], F]:
+    """Run the handler under ``TIME_LIMITS_S[kind]`` (read at call time); past it, a plain message."""
+
+    def wrap(fn: F) -> F:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            with time_limit(TIME_LIMITS_S.get(kind), _LIMIT_WHAT.get(kind, kind)):
+                return fn(*args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
+
+    return wrap
+
+
+def checked_style(value: Any) -> str:
+    """A style value sent by a browser or an API client: a listed style or a ``hub:`` id, never a path.
+
+    The Photo dropdown accepts typed values (for hub ids); without this a client could name any
+    .pt/.safetensors file on the server, or probe which paths exist from the error messages.
+    Weights files of one's own come through the upload component instead.
+    """
+    text = str(value or "").strip()
+    if not text:
+        raise AnimeGANError("pick a style")
+    if text.startswith("hub:") or text in COMMUNITY_PRESETS or text in available_styles():
+        return text
+    raise AnimeGANError(f"unknown style {text[:80]!r}: pick one from the list, type hub:USER/NAME, "
+                        "or upload a weights file")
 
 
 def user_errors(fn: F) -> F:

@@ -10,7 +10,7 @@ from PIL import Image
 
 from ..errors import AnimeGANError
 from ..faces import SLIDER_COUNT, face_weights, get_face_generator, no_face_weights_message, parse_seeds
-from .common import MODEL_SLOT, output_dir, user_errors
+from .common import MODEL_EVENT, output_dir, time_limited, user_errors
 
 SEED_MAX = 2**31 - 1
 
@@ -32,6 +32,7 @@ def _seed(value: Any) -> int:
 
 
 @user_errors
+@time_limited("faces")
 def face_image(weights: str | None, seed: Any, variety: float, *sliders: float) -> Image.Image:
     """One face for a seed, with variety and the semantic sliders applied."""
     return _generator(weights).face(_seed(seed), variety=float(variety), sliders=list(sliders))
@@ -42,6 +43,7 @@ def random_seed() -> int:
 
 
 @user_errors
+@time_limited("faces")
 def grid_image(weights: str | None, start: Any, count: float, variety: float, *sliders: float) -> Image.Image:
     start = _seed(start)
     return _generator(weights).grid(list(range(start, start + int(count))), variety=float(variety),
@@ -49,6 +51,7 @@ def grid_image(weights: str | None, start: Any, count: float, variety: float, *s
 
 
 @user_errors
+@time_limited("faces")
 def interpolation_image(weights: str | None, seed_a: Any, seed_b: Any, t: float, variety: float,
                         *sliders: float) -> Image.Image:
     """The face at ``t`` between two seeds (cheap: one forward pass, for the live slider)."""
@@ -57,6 +60,7 @@ def interpolation_image(weights: str | None, seed_a: Any, seed_b: Any, t: float,
 
 
 @user_errors
+@time_limited("faces")
 def morph_file(weights: str | None, seeds_text: str, fmt: str, frames: float, variety: float, *sliders: float) -> str:
     seeds = parse_seeds(seeds_text or "")
     if len(seeds) < 2:
@@ -117,18 +121,21 @@ def build_tab() -> None:
 
     common = [variety, *sliders]
     single = [weights, seed, *common]
-    make.click(face_image, single, face, concurrency_id=MODEL_SLOT)
-    rand.click(random_seed, None, seed, queue=False).then(face_image, single, face, concurrency_id=MODEL_SLOT)
-    seed.submit(face_image, single, face, concurrency_id=MODEL_SLOT)
+    # Every event that runs the generator takes the one model slot (**MODEL_EVENT), shared with
+    # the Photo and Video tabs, so a slider drag here never runs beside a video on the same GPU.
+    make.click(face_image, single, face, **MODEL_EVENT)
+    rand.click(random_seed, None, seed, queue=False).then(face_image, single, face, **MODEL_EVENT)
+    seed.submit(face_image, single, face, **MODEL_EVENT)
     for s in [variety, *sliders]:
-        s.release(face_image, single, face, show_progress="hidden", trigger_mode="always_last")
-    grid_button.click(grid_image, [weights, grid_start, grid_count, *common], grid, concurrency_id=MODEL_SLOT)
+        s.release(face_image, single, face, show_progress="hidden", trigger_mode="always_last", **MODEL_EVENT)
+    grid_button.click(grid_image, [weights, grid_start, grid_count, *common], grid, **MODEL_EVENT)
     between_inputs = [weights, seed_a, seed_b, t, *common]
     # One small forward pass per event; always_last drops stale positions while dragging.
     t.input(interpolation_image, between_inputs, between, show_progress="hidden", trigger_mode="always_last",
-            queue=False)
-    t.release(interpolation_image, between_inputs, between, show_progress="hidden", trigger_mode="always_last")
+            **MODEL_EVENT)
+    t.release(interpolation_image, between_inputs, between, show_progress="hidden", trigger_mode="always_last",
+              **MODEL_EVENT)
     for n in (seed_a, seed_b):
-        n.submit(interpolation_image, between_inputs, between, show_progress="hidden")
-    morph_button.click(morph_file, [weights, morph_seeds, fmt, frames, *common], morph_out, concurrency_id=MODEL_SLOT)
+        n.submit(interpolation_image, between_inputs, between, show_progress="hidden", **MODEL_EVENT)
+    morph_button.click(morph_file, [weights, morph_seeds, fmt, frames, *common], morph_out, **MODEL_EVENT)
     refresh.click(refresh_weights, None, weights, queue=False)

@@ -13,22 +13,25 @@ from ..errors import AnimeGANError
 from ..stylize import StyleOptions, get_stylizer
 from ..weights import offline_styles
 from ..spaces_gpu import gpu
-from .common import MODEL_SLOT, default_style_value, output_dir, style_choices, upload_path, user_errors
+from .common import (MODEL_EVENT, checked_style, default_style_value, output_dir, style_choices, time_limited,
+                     upload_path, user_errors)
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"
 
 
 @user_errors
 @gpu
+@time_limited("photo")
 def run_photo(photo: Any, style: str | None, weights_file: Any, portrait: bool, keep_colors: bool,
               max_side: float, progress: gr.Progress = gr.Progress()) -> tuple[tuple[Image.Image, Image.Image], str]:
     """Stylize the uploaded photo; returns the before/after pair and the full-size file to download."""
     path = upload_path(photo)
     if not path:
         raise AnimeGANError("drop a photo first")
-    chosen = upload_path(weights_file) or style
-    if not chosen:
+    uploaded = upload_path(weights_file)
+    if not uploaded and not style:
         raise AnimeGANError("pick a style, or upload a .safetensors / .pt weights file")
+    chosen = uploaded or checked_style(style)
     progress(0.1, desc="loading the style")
     stylizer = get_stylizer(chosen)
     progress(0.3, desc="stylizing")
@@ -67,4 +70,4 @@ def build_tab() -> None:
     # damaged files get its handling and its messages rather than Gradio's.
     run.click(run_photo, inputs=[photo, style, weights_file, portrait, keep_colors, max_side],
               outputs=[result, download], api_name="stylize", preprocess=False,
-              concurrency_limit=1, concurrency_id=MODEL_SLOT)
+              **MODEL_EVENT)

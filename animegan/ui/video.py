@@ -13,7 +13,8 @@ from ..errors import AnimeGANError
 from ..spaces_gpu import gpu
 from ..video import stylize_video
 from ..weights import offline_styles
-from .common import MODEL_SLOT, default_style_value, output_dir, style_choices, upload_path, user_errors
+from .common import (MODEL_EVENT, checked_style, default_style_value, output_dir, style_choices, time_limited,
+                     upload_path, user_errors)
 
 # One cancel flag per browser session: the Cancel button sets the flag of that session's run,
 # which the library checks between batches (Gradio cannot stop a running worker thread itself).
@@ -49,6 +50,7 @@ def _eta(started: float, done: int, total: int) -> str:
 
 @user_errors
 @gpu(duration=240)
+@time_limited("video")
 def run_video(video: Any, style: str | None, portrait: bool, keep_colors: bool, max_side: float,
               start: float | None, end: float | None, request: gr.Request,
               progress: gr.Progress = gr.Progress()) -> tuple[str, str]:
@@ -56,8 +58,7 @@ def run_video(video: Any, style: str | None, portrait: bool, keep_colors: bool, 
     path = upload_path(video)
     if not path:
         raise AnimeGANError("upload a video first")
-    if not style:
-        raise AnimeGANError("pick a style")
+    style = checked_style(style)
     session = _session(request)
     flag = _new_cancel_flag(session)
     started = time.monotonic()
@@ -104,6 +105,6 @@ def build_tab() -> None:
             result = gr.Video(label="Anime video", interactive=False, buttons=["download"], elem_id="video-result")
             download = gr.File(label="Download (MP4)", elem_id="video-download")
     job = run.click(run_video, inputs=[video, style, portrait, keep_colors, max_side, start, end],
-                    outputs=[result, download], api_name="video", concurrency_limit=1, concurrency_id=MODEL_SLOT)
+                    outputs=[result, download], api_name="video", **MODEL_EVENT)
     # The handler sets the running job's flag; `cancels` also drops a job still waiting in the queue.
     stop.click(cancel_video, inputs=None, outputs=None, cancels=[job], queue=False, api_visibility="private")
