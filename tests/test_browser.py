@@ -256,3 +256,9 @@ def test_training_tab(page, app: dict) -> None:
     expect(page.locator("#train-export-result")).to_contain_text("browser-faces")
     assert (app["tmp"] / "weights" / "browser-faces.safetensors").is_file()
     _shot(page, "07-training-exported")
+    # A fresh page load lists the exported weights in the Faces tab without restarting the app.
+    page.reload()
+    _open_tab(page, "Faces")
+    page.locator("#faces-weights input").first.click()
+    expect(page.get_by_role("option", name="browser-faces")).to_be_visible()
+    _shot(page, "08-faces-lists-exported")

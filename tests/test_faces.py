@@ -190,3 +190,19 @@ def test_faces_tab_builds_with_and_without_weights(weights_dir: Path) -> None:
     assert np.array_equal(np.asarray(img), np.asarray(FaceGenerator("tiny", device="cpu").face(1)))
     with pytest.raises(gr.Error):
         tab.face_image("tiny", -3, 1.0)
+
+
+def test_faces_tab_takes_listed_weights_or_hub_ids_never_paths(weights_dir: Path) -> None:
+    """The weights box accepts typed values (for hub ids), so a client must not be able to name server files."""
+    import gradio as gr
+
+    from animegan.ui import faces as tab
+
+    _save_tiny(weights_dir)
+    assert np.asarray(tab.face_image("tiny", 1, 1.0)).shape[-1] == 3
+    with pytest.raises(gr.Error, match="unknown face weights"):
+        tab.face_image(str(weights_dir / "tiny.safetensors"), 1, 1.0)
+    with pytest.raises(gr.Error, match="hub:alice/faces"):  # goes to the Hub loader: offline, not cached
+        tab.face_image("hub:alice/faces", 1, 1.0)
+    # On each page load the menu is read again, so weights exported while the app runs show up.
+    assert "tiny" in tab.refresh_weights()["choices"]

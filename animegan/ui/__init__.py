@@ -1,7 +1,8 @@
 """The Gradio app: one module per tab, each wiring the library API to components.
 
-A tab module defines ``build_tab() -> None`` and is called inside its ``gr.Tab``. Tabs
-whose module is absent from this install are left out.
+A tab module defines ``build_tab()`` and is called inside its ``gr.Tab``; it may return
+``(fn, outputs)`` pairs to run on every page load (menus that must show weights made since the
+app started). Tabs whose module is absent from this install are left out.
 """
 from __future__ import annotations
 
@@ -28,7 +29,9 @@ def build_app() -> gr.Blocks:
                         continue
                     raise
                 with gr.Tab(label, id=module_name):
-                    module.build_tab()
+                    load_hooks = module.build_tab() or []
+                for fn, outputs in load_hooks:
+                    demo.load(fn, None, outputs, queue=False, show_progress="hidden", api_visibility="private")
     return demo
 
 

@@ -14,6 +14,8 @@ from ..limits import time_limit
 from ..weights import COMMUNITY_PRESETS, available_styles, describe, offline_styles
 
 F = TypeVar("F", bound=Callable[..., Any])
+# What a tab's build_tab() may return: functions to run on each page load, with their outputs.
+LoadHooks = list[tuple[Callable[[], Any], list[Any]]]
 
 
 def _env_number(name: str, default: float) -> float:
@@ -100,6 +102,11 @@ def style_choices() -> list[tuple[str, str]]:
     ready = offline_styles()
     names = ready + [n for n in available_styles() if n not in ready]
     return [(f"{n} — {describe(n)}", n) for n in names]
+
+
+def refresh_styles() -> Any:
+    """A style menu as it is now: run on each page load, so a style exported while the app runs shows up."""
+    return gr.update(choices=style_choices(), value=default_style_value())
 
 
 def default_style_value() -> str | None:

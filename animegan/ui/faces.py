@@ -10,15 +10,20 @@ from PIL import Image
 
 from ..errors import AnimeGANError
 from ..faces import SLIDER_COUNT, face_weights, get_face_generator, no_face_weights_message, parse_seeds
-from .common import MODEL_EVENT, output_dir, time_limited, user_errors
+from ..spaces_gpu import gpu
+from .common import MODEL_EVENT, LoadHooks, output_dir, time_limited, user_errors
 
 SEED_MAX = 2**31 - 1
 
 
 def _generator(weights: str | None):
-    if not weights:
+    """The generator for a value sent by a browser or API client: listed weights or a ``hub:`` id, never a path."""
+    text = str(weights or "").strip()
+    if not text:
         raise AnimeGANError(no_face_weights_message())
-    return get_face_generator(weights)
+    if not (text.startswith("hub:") or text in face_weights()):
+        raise AnimeGANError(f"unknown face weights {text[:80]!r}: pick them from the list or type hub:USER/NAME")
+    return get_face_generator(text)
 
 
 def _seed(value: Any) -> int:
@@ -32,6 +37,7 @@ def _seed(value: Any) -> int:
 
 
 @user_errors
+@gpu
 @time_limited("faces")
 def face_image(weights: str | None, seed: Any, variety: float, *sliders: float) -> Image.Image:
     """One face for a seed, with variety and the semantic sliders applied."""
@@ -43,6 +49,7 @@ def random_seed() -> int:
 
 
 @user_errors
+@gpu
 @time_limited("faces")
 def grid_image(weights: str | None, start: Any, count: float, variety: float, *sliders: float) -> Image.Image:
     start = _seed(start)
@@ -51,6 +58,7 @@ def grid_image(weights: str | None, start: Any, count: float, variety: float, *s
 
 
 @user_errors
+@gpu
 @time_limited("faces")
 def interpolation_image(weights: str | None, seed_a: Any, seed_b: Any, t: float, variety: float,
                         *sliders: float) -> Image.Image:
@@ -60,6 +68,7 @@ def interpolation_image(weights: str | None, seed_a: Any, seed_b: Any, t: float,
 
 
 @user_errors
+@gpu
 @time_limited("faces")
 def morph_file(weights: str | None, seeds_text: str, fmt: str, frames: float, variety: float, *sliders: float) -> str:
     seeds = parse_seeds(seeds_text or "")
@@ -76,7 +85,7 @@ def refresh_weights() -> Any:
     return gr.update(choices=names, value=names[0] if names else None)
 
 
-def build_tab() -> None:
+def build_tab() -> LoadHooks:
     """Faces tab components and events."""
     names = face_weights()
     if not names:
@@ -84,6 +93,7 @@ def build_tab() -> None:
                     "Then press ↻ to pick them up.", elem_id="faces-none")
     with gr.Row():
         weights = gr.Dropdown(names, value=names[0] if names else None, label="Face weights", scale=4,
+                              allow_custom_value=True, info="or type hub:USER/NAME for a face model on the Hub",
                               elem_id="faces-weights")
         refresh = gr.Button("↻", scale=0, min_width=40, elem_id="faces-refresh")
     with gr.Row():
@@ -139,3 +149,4 @@ def build_tab() -> None:
         n.submit(interpolation_image, between_inputs, between, show_progress="hidden", **MODEL_EVENT)
     morph_button.click(morph_file, [weights, morph_seeds, fmt, frames, *common], morph_out, **MODEL_EVENT)
     refresh.click(refresh_weights, None, weights, queue=False)
+    return [(refresh_weights, [weights])]

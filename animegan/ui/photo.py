@@ -13,8 +13,8 @@ from ..errors import AnimeGANError
 from ..stylize import StyleOptions, get_stylizer
 from ..weights import offline_styles
 from ..spaces_gpu import gpu
-from .common import (MODEL_EVENT, checked_style, default_style_value, output_dir, style_choices, time_limited,
-                     upload_path, user_errors)
+from .common import (MODEL_EVENT, LoadHooks, checked_style, default_style_value, output_dir, refresh_styles,
+                     style_choices, time_limited, upload_path, user_errors)
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"
 
@@ -41,7 +41,7 @@ def run_photo(photo: Any, style: str | None, weights_file: Any, portrait: bool, 
     return (before, after), str(saved)
 
 
-def build_tab() -> None:
+def build_tab() -> LoadHooks:
     """Photo tab components and events."""
     if not offline_styles():
         gr.Markdown("**No style is available offline yet.** Community presets download once on first use "
@@ -71,3 +71,4 @@ def build_tab() -> None:
     run.click(run_photo, inputs=[photo, style, weights_file, portrait, keep_colors, max_side],
               outputs=[result, download], api_name="stylize", preprocess=False,
               **MODEL_EVENT)
+    return [(refresh_styles, [style])]

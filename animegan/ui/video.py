@@ -13,8 +13,8 @@ from ..errors import AnimeGANError
 from ..spaces_gpu import gpu
 from ..video import stylize_video
 from ..weights import offline_styles
-from .common import (MODEL_EVENT, checked_style, default_style_value, output_dir, style_choices, time_limited,
-                     upload_path, user_errors)
+from .common import (MODEL_EVENT, LoadHooks, checked_style, default_style_value, output_dir, refresh_styles,
+                     style_choices, time_limited, upload_path, user_errors)
 
 # One cancel flag per browser session: the Cancel button sets the flag of that session's run,
 # which the library checks between batches (Gradio cannot stop a running worker thread itself).
@@ -81,7 +81,7 @@ def run_video(video: Any, style: str | None, portrait: bool, keep_colors: bool, 
     return str(result.path), str(result.path)
 
 
-def build_tab() -> None:
+def build_tab() -> LoadHooks:
     """Video tab components and events."""
     if not offline_styles():
         gr.Markdown("**No style is available offline yet.** Community presets download once on first use "
@@ -89,7 +89,8 @@ def build_tab() -> None:
     with gr.Row():
         with gr.Column():
             video = gr.Video(label="Video", sources=["upload"], include_audio=True, elem_id="video-input")
-            style = gr.Dropdown(style_choices(), value=default_style_value(), label="Style", elem_id="video-style")
+            style = gr.Dropdown(style_choices(), value=default_style_value(), label="Style", elem_id="video-style",
+                                allow_custom_value=True, info="or type hub:USER/NAME for a style on the Hugging Face Hub")
             with gr.Accordion("Options", open=False):
                 portrait = gr.Checkbox(label="Portrait: a fixed square crop around the face found at the start")
                 keep_colors = gr.Checkbox(label="Keep the video's colours")
@@ -108,3 +109,4 @@ def build_tab() -> None:
                     outputs=[result, download], api_name="video", **MODEL_EVENT)
     # The handler sets the running job's flag; `cancels` also drops a job still waiting in the queue.
     stop.click(cancel_video, inputs=None, outputs=None, cancels=[job], queue=False, api_visibility="private")
+    return [(refresh_styles, [style])]
