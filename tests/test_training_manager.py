@@ -191,3 +191,25 @@ def test_trainer_crashes_are_reported_not_raised(manager: TrainingManager, tmp_p
     assert "could be read" in failed.message and "could be read" in failed.log_tail
     assert manager.active() is None
 
+
+
+def test_a_past_run_reopens_with_its_curves_and_samples(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Picking a finished run in the tab's list shows its status, loss curves and newest sample grid."""
+    import animegan.training as training
+    from animegan.ui import training as tab
+    from train.faces import FaceTrainConfig, train
+
+    monkeypatch.setattr(training, "_MANAGER", TrainingManager(tmp_path / "runs"))
+    data = _pngs(tmp_path / "faces", 6)
+    cfg = FaceTrainConfig(data=str(data), arch="dcgan", image_size=16, latent_dim=8, g_width=8, d_width=8,
+                          batch_size=2, steps=6, log_every=2, sample_every=3, checkpoint_every=3, sample_count=4)
+    assert train(cfg, tmp_path / "runs" / "old-run", device="cpu", verbose=False) == 0
+    assert "old-run" in [value for _, value in tab._run_choices()]
+    status, plot, sample, log, _, seen = tab.refresh("old-run", {})
+    assert "old-run" in status and "finished" in status
+    assert sorted(set(plot["series"])) == ["D", "G"] and sorted(set(plot["step"])) == [2, 4, 6]
+    assert sample.size[0] >= tab.SAMPLE_MIN_SIDE  # the step-6 grid, enlarged for the page
+    # The next tick with nothing new skips the plot and the image instead of resending them.
+    _, plot_again, sample_again, *_ = tab.refresh("old-run", seen)
+    assert plot_again is not plot and sample_again is not sample
+    assert not hasattr(plot_again, "columns") and not hasattr(sample_again, "size")

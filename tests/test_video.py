@@ -355,3 +355,22 @@ def test_video_tab_cancel_button_stops_that_sessions_run(style: str, tmp_path: P
     worker.join(60)
     assert isinstance(outcome[0], gr.Error) and "cancelled" in str(outcome[0])
     assert set(tab.output_dir().iterdir()) == before  # nothing half-written offered for download
+
+
+def test_cli_end_to_end(style: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``python -m animegan video IN -o OUT --style NAME``: a playable file, the source's frames; errors in one line."""
+    from animegan.cli import main
+
+    src = make_clip(tmp_path / "in.mp4", seconds=1.0, size=(64, 48))
+    out = tmp_path / "nested" / "out.mp4"
+    assert main(["video", str(src), "-o", str(out), "--style", style, "--batch", "3"]) == 0
+    info, source = probe_video(out), probe_video(src)
+    assert (info.width, info.height) == (64, 48) and info.has_audio
+    assert info.fps == pytest.approx(source.fps) and info.duration == pytest.approx(source.duration, abs=0.06)
+    assert mad(ffmpeg_frames(out, (64, 48)), ffmpeg_frames(src, (64, 48))) > 20.0  # really stylized
+    capsys.readouterr()
+    bad = tmp_path / "notes.mp4"
+    bad.write_text("not a video\n")
+    assert main(["video", str(bad), "-o", str(tmp_path / "bad_out.mp4"), "--style", style]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "not a video" in err and len(err.splitlines()) == 1 and not (tmp_path / "bad_out.mp4").exists()
