@@ -19,7 +19,6 @@ shipped beside it as ``NAME.sliders.safetensors``).
 from __future__ import annotations
 
 import functools
-import hashlib
 import math
 import os
 from dataclasses import dataclass
@@ -33,7 +32,7 @@ from torch import nn
 
 from .device import inference_dtype, pick_device, prepare
 from .errors import AnimeGANError
-from .fileio import atomic_path
+from .fileio import atomic_path, file_sha256
 from .limits import check_time
 
 SLIDER_COUNT = 5
@@ -188,14 +187,6 @@ def load_sliders(path: str | os.PathLike[str], latent_dim: int | None = None) ->
     return Sliders(directions, scale)
 
 
-def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def sliders_for_file(weights_path: Path, generator: nn.Module) -> Sliders:
     """Shipped ``NAME.sliders.safetensors``, else the cache, else compute once and cache."""
     from .weights import cache_dir
@@ -204,7 +195,7 @@ def sliders_for_file(weights_path: Path, generator: nn.Module) -> Sliders:
     found = load_sliders(shipped, generator.latent_dim) if shipped.is_file() else None
     if found is not None:
         return found
-    cached = cache_dir() / "sliders" / f"{_file_digest(weights_path)[:32]}-v{SLIDERS_VERSION}.safetensors"
+    cached = cache_dir() / "sliders" / f"{file_sha256(weights_path)[:32]}-v{SLIDERS_VERSION}.safetensors"
     found = load_sliders(cached, generator.latent_dim) if cached.is_file() else None
     if found is not None:
         return found

@@ -12,7 +12,6 @@ Nothing here unpickles arbitrary objects: safetensors, or ``torch.load(weights_o
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import urllib.error
@@ -27,7 +26,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .errors import AnimeGANError
-from .fileio import atomic_path, atomic_write_json
+from .fileio import atomic_path, atomic_write_json, file_sha256
 from .models import ARCHITECTURES, architecture_kind, build_model
 
 FORMAT = "animegan-weights/1"
@@ -389,20 +388,12 @@ def _cached_preset_path(name: str) -> Path:
     return cache_dir() / "presets" / f"{name}.pt"
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _valid_preset(path: Path) -> bool:
     """A cached preset is used only if its checksum matches the one taken when it was fetched."""
     sidecar = path.with_suffix(".sha256")
     if not path.is_file() or not sidecar.is_file():
         return False
-    return sidecar.read_text().strip() == _sha256(path)
+    return sidecar.read_text().strip() == file_sha256(path)
 
 
 def fetch_preset(name: str, url: str | None = None) -> Path:
@@ -430,7 +421,7 @@ def fetch_preset(name: str, url: str | None = None) -> Path:
                                 "check the network or use a weights file") from None
         state = read_pt_state_dict(tmp)  # raises a clear error on a broken download
         convert_v2_state_dict(state, build_model("animeganv2").state_dict(), url)
-        digest = _sha256(tmp)
+        digest = file_sha256(tmp)
     path.with_suffix(".sha256").write_text(digest + "\n")
     return path
 

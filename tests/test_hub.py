@@ -57,6 +57,19 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket, "create_connection", refuse)
 
 
+def _tiny_face_run(tmp_path: Path, out: Path, steps: int) -> None:
+    """A real face training run of a few steps on pictures made here."""
+    from train.faces import FaceTrainConfig, train
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(4):
+        Image.fromarray(gradient_image(20, 20, seed=i)).save(data / f"{i}.png")
+    cfg = FaceTrainConfig(data=str(data), arch="dcgan", image_size=16, latent_dim=8, g_width=8, d_width=8,
+                          batch_size=2, steps=steps, log_every=1, sample_every=100, checkpoint_every=1, sample_count=4)
+    assert train(cfg, out, device="cpu", verbose=False) == 0
+
+
 def put_in_cache(cache: Path, repo: str, files: dict[str, bytes], commit: str = COMMIT, ref: str = "main") -> Path:
     """Lay files out as huggingface_hub stores them: blobs by hash, snapshot symlinks, a ref."""
     root = cache / f"models--{repo.replace('/', '--')}"
@@ -339,18 +352,9 @@ def test_gpu_decorator_is_a_no_op_without_spaces() -> None:
 def test_push_a_face_training_run_and_pull_it_back(tmp_path: Path, hf_cache: Path, weights_dir: Path,
                                                    no_network: None) -> None:
     """A run folder is exported by its trainer first; what is uploaded loads back by its hub id."""
-    pytest.importorskip("animegan.faces")
-    train_faces = pytest.importorskip("train.faces")
     from animegan.faces import FaceGenerator
 
-    data = tmp_path / "data"
-    data.mkdir()
-    for i in range(4):
-        Image.fromarray(gradient_image(20, 20, seed=i)).save(data / f"{i}.png")
-    cfg = train_faces.FaceTrainConfig(data=str(data), arch="dcgan", image_size=16, latent_dim=8, g_width=8,
-                                      d_width=8, batch_size=2, steps=2, log_every=1, sample_every=100,
-                                      checkpoint_every=1, sample_count=4)
-    assert train_faces.train(cfg, tmp_path / "run", device="cpu", verbose=False) == 0
+    _tiny_face_run(tmp_path, tmp_path / "run", steps=2)
     out = tmp_path / "up"
     assert main(["push", str(tmp_path / "run"), "--repo", "alice/run-faces", "--name", "runfaces",
                  "--dry-run", str(out)]) == 0
@@ -375,16 +379,8 @@ def test_training_tab_offers_the_push_once_a_token_is_set(tmp_path: Path, hf_cac
     import animegan.training as training
     from animegan.ui import training as tab
 
-    train_faces = pytest.importorskip("train.faces")
     monkeypatch.setattr(training, "_MANAGER", training.TrainingManager(tmp_path / "runs"))
-    data = tmp_path / "data"
-    data.mkdir()
-    for i in range(4):
-        Image.fromarray(gradient_image(20, 20, seed=i)).save(data / f"{i}.png")
-    cfg = train_faces.FaceTrainConfig(data=str(data), arch="dcgan", image_size=16, latent_dim=8, g_width=8,
-                                      d_width=8, batch_size=2, steps=1, log_every=1, sample_every=100,
-                                      checkpoint_every=1, sample_count=4)
-    assert train_faces.train(cfg, tmp_path / "runs" / "tiny", device="cpu", verbose=False) == 0
+    _tiny_face_run(tmp_path, tmp_path / "runs" / "tiny", steps=1)
 
     assert "HF_TOKEN" in tab.hub_hint()
     with pytest.raises(gr.Error, match="no Hugging Face token"):

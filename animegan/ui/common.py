@@ -104,6 +104,13 @@ def style_choices() -> list[tuple[str, str]]:
     return [(f"{n} — {describe(n)}", n) for n in names]
 
 
+def no_offline_style_note(alternatives: str) -> None:
+    """A plain note at the top of a tab when no style works without a network yet."""
+    if not offline_styles():
+        gr.Markdown("**No style is available offline yet.** Community presets download once on first use "
+                    f"(needs a network); or {alternatives}.")
+
+
 def refresh_styles() -> Any:
     """A style menu as it is now: run on each page load, so a style exported while the app runs shows up."""
     return gr.update(choices=style_choices(), value=default_style_value())

@@ -11,10 +11,9 @@ from PIL import Image
 from ..batch import save_image
 from ..errors import AnimeGANError
 from ..stylize import StyleOptions, get_stylizer
-from ..weights import offline_styles
 from ..spaces_gpu import gpu
-from .common import (MODEL_EVENT, LoadHooks, checked_style, default_style_value, output_dir, refresh_styles,
-                     style_choices, time_limited, upload_path, user_errors)
+from .common import (MODEL_EVENT, LoadHooks, checked_style, default_style_value, no_offline_style_note,
+                     output_dir, refresh_styles, style_choices, time_limited, upload_path, user_errors)
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"
 
@@ -43,9 +42,7 @@ def run_photo(photo: Any, style: str | None, weights_file: Any, portrait: bool, 
 
 def build_tab() -> LoadHooks:
     """Photo tab components and events."""
-    if not offline_styles():
-        gr.Markdown("**No style is available offline yet.** Community presets download once on first use "
-                    "(needs a network); or upload a weights file, or train a style in the Training tab.")
+    no_offline_style_note("upload a weights file, or train a style in the Training tab")
     with gr.Row():
         with gr.Column():
             photo = gr.Image(label="Photo", type="filepath", image_mode=None, sources=["upload", "clipboard"],

@@ -12,9 +12,8 @@ import gradio as gr
 from ..errors import AnimeGANError
 from ..spaces_gpu import gpu
 from ..video import stylize_video
-from ..weights import offline_styles
-from .common import (MODEL_EVENT, LoadHooks, checked_style, default_style_value, output_dir, refresh_styles,
-                     style_choices, time_limited, upload_path, user_errors)
+from .common import (MODEL_EVENT, LoadHooks, checked_style, default_style_value, no_offline_style_note,
+                     output_dir, refresh_styles, style_choices, time_limited, upload_path, user_errors)
 
 # One cancel flag per browser session: the Cancel button sets the flag of that session's run,
 # which the library checks between batches (Gradio cannot stop a running worker thread itself).
@@ -83,9 +82,7 @@ def run_video(video: Any, style: str | None, portrait: bool, keep_colors: bool, 
 
 def build_tab() -> LoadHooks:
     """Video tab components and events."""
-    if not offline_styles():
-        gr.Markdown("**No style is available offline yet.** Community presets download once on first use "
-                    "(needs a network); or train a style in the Training tab.")
+    no_offline_style_note("train a style in the Training tab")
     with gr.Row():
         with gr.Column():
             video = gr.Video(label="Video", sources=["upload"], include_audio=True, elem_id="video-input")
