@@ -266,7 +266,6 @@ def test_upload_folder_for_a_style(style: str, tmp_path: Path) -> None:
 
 
 def test_upload_folder_for_faces(weights_dir: Path, tmp_path: Path) -> None:
-    pytest.importorskip("animegan.faces")
     path = face_weights(weights_dir)
     folder = hub.prepare_upload(path, tmp_path / "up", "alice/tiny-faces")
     assert sorted(p.name for p in folder.iterdir()) == ["README.md", "model.json", "model.safetensors", "sample.png"]
