@@ -206,3 +206,17 @@ def test_faces_tab_takes_listed_weights_or_hub_ids_never_paths(weights_dir: Path
         tab.face_image("hub:alice/faces", 1, 1.0)
     # On each page load the menu is read again, so weights exported while the app runs show up.
     assert "tiny" in tab.refresh_weights()["choices"]
+
+
+def test_faces_tab_opens_with_a_face(weights_dir: Path) -> None:
+    """The page-load hook fills the menu and shows the default seed's face and the A-B midpoint."""
+    from animegan.ui import faces as tab
+
+    menu, face, between = tab.on_load()
+    assert menu["value"] is None and face is None and between is None  # no weights: nothing to show, no error
+    _save_tiny(weights_dir)
+    menu, face, between = tab.on_load()
+    gen = FaceGenerator("tiny", device="cpu")
+    assert menu["value"] == "tiny"
+    assert np.array_equal(np.asarray(face), np.asarray(gen.face(tab.SEED)))
+    assert np.array_equal(np.asarray(between), np.asarray(gen.interpolate([tab.SEED_A, tab.SEED_B], tab.T)))

@@ -14,6 +14,7 @@ from ..spaces_gpu import gpu
 from .common import MODEL_EVENT, LoadHooks, output_dir, time_limited, user_errors
 
 SEED_MAX = 2**31 - 1
+SEED, SEED_A, SEED_B, T = 42, 1, 2, 0.5  # what the tab opens with
 
 
 def _generator(weights: str | None):
@@ -85,6 +86,18 @@ def refresh_weights() -> Any:
     return gr.update(choices=names, value=names[0] if names else None)
 
 
+def on_load() -> tuple[Any, Image.Image | None, Image.Image | None]:
+    """Page load: the weights menu as it is now, and a first face and in-between, so the tab never opens empty."""
+    menu = refresh_weights()
+    if not menu["value"]:
+        return menu, None, None
+    try:
+        generator = get_face_generator(menu["value"])
+        return menu, generator.face(SEED), generator.interpolate([SEED_A, SEED_B], T)
+    except AnimeGANError:  # damaged weights: the menu still loads; Generate shows the message
+        return menu, None, None
+
+
 def build_tab() -> LoadHooks:
     """Faces tab components and events."""
     names = face_weights()
@@ -99,7 +112,7 @@ def build_tab() -> LoadHooks:
     with gr.Row():
         with gr.Column():
             with gr.Row():
-                seed = gr.Number(value=42, precision=0, minimum=0, label="Seed", elem_id="faces-seed")
+                seed = gr.Number(value=SEED, precision=0, minimum=0, label="Seed", elem_id="faces-seed")
                 rand = gr.Button("🎲 Random", elem_id="faces-random")
             variety = gr.Slider(0.0, 1.5, value=1.0, step=0.05, label="Variety (lower: safer, more average faces)",
                                 elem_id="faces-variety")
@@ -116,11 +129,11 @@ def build_tab() -> LoadHooks:
         grid = gr.Image(label="Grid", type="pil", format="png", elem_id="faces-grid")
     with gr.Accordion("Interpolate and morph", open=True):
         with gr.Row():
-            seed_a = gr.Number(value=1, precision=0, minimum=0, label="Seed A")
-            seed_b = gr.Number(value=2, precision=0, minimum=0, label="Seed B")
+            seed_a = gr.Number(value=SEED_A, precision=0, minimum=0, label="Seed A")
+            seed_b = gr.Number(value=SEED_B, precision=0, minimum=0, label="Seed B")
         with gr.Row():
             with gr.Column():
-                t = gr.Slider(0, 1, value=0.5, step=0.01, label="A → B (drag: updates live)", elem_id="faces-t")
+                t = gr.Slider(0, 1, value=T, step=0.01, label="A → B (drag: updates live)", elem_id="faces-t")
                 morph_seeds = gr.Textbox(value="1, 2, 3", label="Morph through seeds")
                 with gr.Row():
                     fmt = gr.Radio(["GIF", "MP4"], value="GIF", label="Format")
@@ -149,4 +162,4 @@ def build_tab() -> LoadHooks:
         n.submit(interpolation_image, between_inputs, between, show_progress="hidden", **MODEL_EVENT)
     morph_button.click(morph_file, [weights, morph_seeds, fmt, frames, *common], morph_out, **MODEL_EVENT)
     refresh.click(refresh_weights, None, weights, queue=False)
-    return [(refresh_weights, [weights])]
+    return [(on_load, [weights, face, between])]
