@@ -111,6 +111,12 @@ def no_offline_style_note(alternatives: str) -> None:
                     f"(needs a network); or {alternatives}.")
 
 
+def style_menu(elem_id: str) -> gr.Dropdown:
+    """The style dropdown of the Photo and Video tabs: listed styles first, a typed hub: id allowed."""
+    return gr.Dropdown(style_choices(), value=default_style_value(), label="Style", elem_id=elem_id,
+                       allow_custom_value=True, info="or type hub:USER/NAME for a style on the Hugging Face Hub")
+
+
 def refresh_styles() -> Any:
     """A style menu as it is now: run on each page load, so a style exported while the app runs shows up."""
     return gr.update(choices=style_choices(), value=default_style_value())

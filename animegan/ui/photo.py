@@ -12,8 +12,8 @@ from ..batch import save_image
 from ..errors import AnimeGANError
 from ..stylize import StyleOptions, get_stylizer
 from ..spaces_gpu import gpu
-from .common import (MODEL_EVENT, LoadHooks, checked_style, default_style_value, no_offline_style_note,
-                     output_dir, refresh_styles, style_choices, time_limited, upload_path, user_errors)
+from .common import (MODEL_EVENT, LoadHooks, checked_style, no_offline_style_note, output_dir, refresh_styles,
+                     style_menu, time_limited, upload_path, user_errors)
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"
 
@@ -47,8 +47,7 @@ def build_tab() -> LoadHooks:
         with gr.Column():
             photo = gr.Image(label="Photo", type="filepath", image_mode=None, sources=["upload", "clipboard"],
                              elem_id="photo-input")
-            style = gr.Dropdown(style_choices(), value=default_style_value(), label="Style", elem_id="photo-style",
-                                allow_custom_value=True, info="or type hub:USER/NAME for a style on the Hugging Face Hub")
+            style = style_menu("photo-style")
             with gr.Accordion("Options", open=False):
                 portrait = gr.Checkbox(label="Portrait: crop the largest face and stylize it at 512x512")
                 keep_colors = gr.Checkbox(label="Keep the photo's colours")

@@ -12,8 +12,8 @@ import gradio as gr
 from ..errors import AnimeGANError
 from ..spaces_gpu import gpu
 from ..video import stylize_video
-from .common import (MODEL_EVENT, LoadHooks, checked_style, default_style_value, no_offline_style_note,
-                     output_dir, refresh_styles, style_choices, time_limited, upload_path, user_errors)
+from .common import (MODEL_EVENT, LoadHooks, checked_style, no_offline_style_note, output_dir, refresh_styles,
+                     style_menu, time_limited, upload_path, user_errors)
 
 # One cancel flag per browser session: the Cancel button sets the flag of that session's run,
 # which the library checks between batches (Gradio cannot stop a running worker thread itself).
@@ -86,8 +86,7 @@ def build_tab() -> LoadHooks:
     with gr.Row():
         with gr.Column():
             video = gr.Video(label="Video", sources=["upload"], include_audio=True, elem_id="video-input")
-            style = gr.Dropdown(style_choices(), value=default_style_value(), label="Style", elem_id="video-style",
-                                allow_custom_value=True, info="or type hub:USER/NAME for a style on the Hugging Face Hub")
+            style = style_menu("video-style")
             with gr.Accordion("Options", open=False):
                 portrait = gr.Checkbox(label="Portrait: a fixed square crop around the face found at the start")
                 keep_colors = gr.Checkbox(label="Keep the video's colours")
