@@ -887,12 +887,13 @@ def _pickle_as_preset_download(tmp: Path, marker: Path):
 
 
 def _pickle_in_cache_with_forged_checksum(tmp: Path, marker: Path):
-    from animegan.weights import _sha256, load_weights
+    from animegan.fileio import file_sha256
+    from animegan.weights import load_weights
 
     presets = tmp / "cache" / "presets"
     presets.mkdir(parents=True)
     path = _evil_pickle(presets / "paprika.pt", marker)
-    (presets / "paprika.sha256").write_text(_sha256(path) + "\n")  # the sidecar cannot vouch for content
+    (presets / "paprika.sha256").write_text(file_sha256(path) + "\n")  # the sidecar cannot vouch for content
     return (lambda: load_weights("paprika")), "refused"
 
 
@@ -956,13 +957,14 @@ def _safetensors_of_another_architecture(tmp: Path, marker: Path):
 
 
 def _damaged_cached_preset_offline(tmp: Path, marker: Path):
-    from animegan.weights import _sha256, load_weights
+    from animegan.fileio import file_sha256
+    from animegan.weights import load_weights
 
     presets = tmp / "cache" / "presets"
     presets.mkdir(parents=True)
     path = presets / "paprika.pt"
     torch.save(_v2_state(), path)
-    (presets / "paprika.sha256").write_text(_sha256(path) + "\n")
+    (presets / "paprika.sha256").write_text(file_sha256(path) + "\n")
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF  # same size, one byte flipped: only the checksum can tell
     path.write_bytes(bytes(data))
