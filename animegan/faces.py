@@ -230,8 +230,10 @@ class FaceGenerator:
             self.source, self.metadata = Path(loaded.source), loaded.metadata
         if not hasattr(net, "latent_dim"):
             raise AnimeGANError("not a face generator (it has no latent_dim)")
-        self.net = prepare(net, self.device, inference_dtype(self.device, half))
-        self.dtype = inference_dtype(self.device, half)
+        # fp32 on the CPU: a small net at 4x4..128x128 gains little from bf16 (bench/faces_bench.py),
+        # and a seed should give the same face on every machine.
+        self.dtype = inference_dtype(self.device, half, cpu_reduced=False)
+        self.net = prepare(net, self.device, self.dtype)
         self.latent_dim: int = int(net.latent_dim)
         self.image_size: int = int(net.image_size)
         self.name = self.metadata.get("name") or (self.source.stem if self.source else "generator")

@@ -1,9 +1,20 @@
-"""Time photo stylization at several sizes; prints one JSON object.
+"""Photo stylization: the plain way against the project's way, in one process; prints one JSON object.
 
     python bench/stylize_bench.py [--sizes 256 512 1024 1920x1080] [--repeat 3] [--device cpu]
+                                  [--style NAME_OR_FILE] [--variants] [--compile]
 
-Uses a randomly initialised AnimeGANv2 (the speed of a network does not depend on its
-weights), so it runs on a fresh machine with no styles downloaded.
+The plain way is eager PyTorch in float32, NCHW, calling the community AnimeGANv2 network
+(``AnimeGANv2Generator`` is it op for op and key for key) on a tensor made from the image.
+The project's way is ``Stylizer.run_arrays``, which applies the device policy of
+``animegan/device.py`` (bfloat16 where the CPU has native bf16, float16 on CUDA,
+channels_last). Both start and end at uint8 pixels; the differences are in 1/255 steps.
+
+``--variants`` also times each tried ingredient on its own at 512x512 (channels_last alone,
+bf16 alone, torch.compile with its first-call cost); ``--compile`` adds compile to them.
+Without ``--style`` the network is randomly initialised (its speed does not depend on its
+weights); the input is ``examples/astronaut.jpg`` resized, so the differences are measured on
+a photo rather than on noise. ``peak`` is the best large-GEMM rate this process reaches, the
+practical ceiling for the convolutions.
 """
 from __future__ import annotations
 
@@ -16,15 +27,20 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from PIL import Image  # noqa: E402
 
+from animegan import device as policy  # noqa: E402
 from animegan.models import build_model  # noqa: E402
-from animegan.stylize import StyleOptions, Stylizer  # noqa: E402
-from animegan.weights import save_weights  # noqa: E402
+from animegan.models.flops import conv_flops  # noqa: E402
+from animegan.stylize import Stylizer  # noqa: E402
+from animegan.weights import build_from_weights, load_weights, save_weights  # noqa: E402
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -32,34 +48,128 @@ def parse_size(text: str) -> tuple[int, int]:
     return int(w), int(h or w)
 
 
+def gemm_peak(dtype: torch.dtype, n: int = 2048, repeat: int = 5) -> float:
+    """GFLOP/s of an n x n matrix product: what the BLAS reaches on this machine."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    a @ b
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return round(2 * n ** 3 / best / 1e9, 1)
+
+
+def timed(fn: Callable[[], np.ndarray], repeat: int) -> tuple[float, np.ndarray]:
+    out = fn()  # warm-up (oneDNN picks its kernels per shape on the first call)
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        out = fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), out
+
+
+def plain_runner(model: torch.nn.Module, image: np.ndarray, device: torch.device) -> Callable[[], np.ndarray]:
+    """uint8 HWC -> float NCHW -> fp32 eager network -> uint8 HWC, as the community scripts do."""
+    def run() -> np.ndarray:
+        with torch.inference_mode():
+            x = torch.from_numpy(image).permute(2, 0, 1)[None].float().div(127.5).sub(1).to(device)
+            y = model(x)[0].clamp(-1, 1)
+            return ((y + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    return run
+
+
+def variant_runner(model: torch.nn.Module, image: np.ndarray, device: torch.device, dtype: torch.dtype,
+                   fmt: torch.memory_format) -> Callable[[], np.ndarray]:
+    def run() -> np.ndarray:
+        with torch.inference_mode():
+            x = torch.from_numpy(image).permute(2, 0, 1)[None].float().div(127.5).sub(1)
+            y = model(x.to(device, dtype).contiguous(memory_format=fmt))[0].float().clamp(-1, 1)
+            return ((y + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    return run
+
+
+def differences(a: np.ndarray, b: np.ndarray) -> dict:
+    d = np.abs(a.astype(np.int16) - b.astype(np.int16))
+    return {"mean_abs_diff_255": round(float(d.mean()), 3), "max_abs_diff_255": int(d.max())}
+
+
+def photo(w: int, h: int) -> np.ndarray:
+    return np.asarray(Image.open(ROOT / "examples" / "astronaut.jpg").convert("RGB").resize((w, h), Image.BICUBIC))
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", nargs="+", default=["256", "512", "1024", "1920x1080"])
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--device", default=None)
+    parser.add_argument("--style", default=None, help="style name or weights file (default: random init)")
+    parser.add_argument("--variants", action="store_true", help="also time each ingredient alone at 512x512")
+    parser.add_argument("--compile", action="store_true", help="with --variants: add torch.compile variants")
     args = parser.parse_args()
-    folder = tempfile.mkdtemp()
-    os.environ["ANIMEGAN_WEIGHTS_DIR"] = folder
-    torch.manual_seed(0)
-    save_weights(Path(folder) / "bench.safetensors", build_model("animeganv2").state_dict(),
-                 {"architecture": "animeganv2"}, dtype=None)
-    stylizer = Stylizer("bench", device=args.device)
-    rng = np.random.default_rng(0)
-    results = []
-    for text in args.sizes:
-        w, h = parse_size(text)
-        image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
-        stylizer(image, StyleOptions(tile=0))  # warm-up
-        times = []
-        for _ in range(args.repeat):
-            start = time.perf_counter()
-            stylizer(image, StyleOptions(tile=0))
-            times.append(time.perf_counter() - start)
-        results.append({"size": f"{w}x{h}", "seconds_median": round(statistics.median(times), 3),
-                        "megapixels_per_s": round(w * h / 1e6 / statistics.median(times), 3)})
-    print(json.dumps({"bench": "stylize", "device": str(stylizer.device), "dtype": str(stylizer.dtype),
-                      "torch": torch.__version__, "threads": torch.get_num_threads(),
-                      "cpu": platform.processor() or platform.machine(), "results": results}, indent=1))
+
+    with tempfile.TemporaryDirectory() as folder:
+        style = args.style
+        if style is None:
+            os.environ["ANIMEGAN_WEIGHTS_DIR"] = folder
+            torch.manual_seed(0)
+            save_weights(Path(folder) / "bench.safetensors", build_model("animeganv2").state_dict(),
+                         {"architecture": "animeganv2", "kind": "style"}, dtype=None)
+            style = "bench"
+        project = Stylizer(style)
+        device = project.device
+        plain = build_from_weights(load_weights(style)).to(device).float().eval()  # fp32, NCHW
+
+        results = []
+        for text in args.sizes:
+            w, h = parse_size(text)
+            image = photo(w, h)
+            plain_s, plain_out = timed(plain_runner(plain, image, device), args.repeat)
+            project_s, project_out = timed(lambda: project.run_arrays([image], tile=0)[0], args.repeat)
+            gflop = conv_flops(plain, (h, w)) / 1e9
+            results.append({
+                "size": f"{w}x{h}", "gflop": round(gflop, 1),
+                "plain_s": round(plain_s, 3), "project_s": round(project_s, 3),
+                "speedup": round(plain_s / project_s, 2),
+                "plain_gflop_per_s": round(gflop / plain_s, 1), "project_gflop_per_s": round(gflop / project_s, 1),
+                **differences(plain_out, project_out),
+            })
+
+        variants = []
+        if args.variants:
+            image = photo(512, 512)
+            _, reference = timed(plain_runner(plain, image, device), 1)
+            reduced = torch.bfloat16 if device.type == "cpu" else torch.float16
+            tried = [("fp32 NCHW", torch.float32, torch.contiguous_format, False),
+                     ("fp32 channels_last", torch.float32, torch.channels_last, False),
+                     (f"{str(reduced)[6:]} NCHW", reduced, torch.contiguous_format, False),
+                     (f"{str(reduced)[6:]} channels_last", reduced, torch.channels_last, False)]
+            if args.compile:
+                tried += [("compile fp32 channels_last", torch.float32, torch.channels_last, True),
+                          (f"compile {str(reduced)[6:]} channels_last", reduced, torch.channels_last, True)]
+            for name, dtype, fmt, compiled in tried:
+                net = build_from_weights(load_weights(style)).to(device=device, dtype=dtype, memory_format=fmt).eval()
+                run_net = torch.compile(net) if compiled else net
+                runner = variant_runner(run_net, image, device, dtype, fmt)
+                start = time.perf_counter()
+                runner()
+                first_s = time.perf_counter() - start
+                seconds, out = timed(runner, args.repeat)
+                variants.append({"variant": name, "seconds": round(seconds, 3), "first_call_s": round(first_s, 2),
+                                 **differences(reference, out)})
+
+    print(json.dumps({
+        "bench": "stylize", "device": str(device), "project_dtype": str(project.dtype)[6:],
+        "project_memory_format": str(policy.memory_format(device))[6:], "style": args.style or "random init",
+        "torch": torch.__version__, "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
+        "cpu": platform.processor() or platform.machine(), "native_bf16": policy.cpu_has_native_bf16(),
+        "peak_gemm_gflop_per_s": {"fp32": gemm_peak(torch.float32), "bf16": gemm_peak(torch.bfloat16)}
+        if device.type == "cpu" else None,
+        "results": results, "variants_512": variants,
+    }, indent=1))
 
 
 if __name__ == "__main__":

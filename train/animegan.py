@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import json
 import signal
 import sys
 import time
@@ -24,7 +23,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from PIL import Image
 from torch import nn
@@ -39,7 +37,8 @@ from .losses import (GAN_LOSSES, PRESETS, color_loss, content_loss, d_adv_loss, 
                      gray_style_loss, preset_weights, region_smoothing_loss, revision_target, style_loss,
                      superpixel_average, tv_loss)
 from .perceptual import Perceptual
-from .runs import GracefulStop, RunFolder, rng_state, set_rng_state, step_generator
+from .runs import (GracefulStop, RunFolder, image_rows_grid, read_config_arg, rng_state, set_rng_state,
+                   step_generator)
 from .style_data import StyleBatch, StyleData
 
 RECIPES = {"v2": "animeganv2", "v3": "animeganv3"}
@@ -136,15 +135,6 @@ def _set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
 def _clip(params: Any, limit: float) -> None:
     if limit > 0:
         torch.nn.utils.clip_grad_norm_(params, limit)
-
-
-def _to_pil_grid(rows: list[torch.Tensor]) -> Image.Image:
-    """Rows of NCHW images in [-1, 1] -> one RGB picture, a row per tensor."""
-    lines = []
-    for row in rows:
-        a = ((row.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
-        lines.append(np.concatenate(list(a), axis=1))
-    return Image.fromarray(np.concatenate(lines, axis=0))
 
 
 class StyleTrainer:
@@ -323,7 +313,7 @@ class StyleTrainer:
             rows += [support.cpu(), main.cpu()]
         else:
             rows.append(self.generator(x).cpu())
-        return _to_pil_grid(rows)
+        return image_rows_grid(rows)
 
     def save_checkpoint(self) -> None:
         if self.dist.is_main:
@@ -483,22 +473,6 @@ def export_style(run_dir: str | Path, name: str, weights_folder: str | Path | No
 # ----------------------------------------------------------------------------------------
 # Command line
 # ----------------------------------------------------------------------------------------
-def _read_config_arg(text: str) -> dict[str, Any]:
-    source = text
-    if not text.lstrip().startswith("{"):
-        path = Path(text)
-        if not path.is_file():
-            raise AnimeGANError(f"{text}: config file not found")
-        source = path.read_text(encoding="utf-8")
-    try:
-        values = json.loads(source)
-    except ValueError as exc:
-        raise AnimeGANError(f"{text}: config is not valid JSON ({exc})") from None
-    if not isinstance(values, dict):
-        raise AnimeGANError(f"{text}: config must be a JSON object")
-    return values
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m train.animegan", description=__doc__.split("\n\n")[0])
     p.add_argument("--data", help="folder with real_images/ and anime_images/")
@@ -536,7 +510,7 @@ def config_from_args(args: argparse.Namespace) -> StyleTrainConfig:
     flags = {k: getattr(args, k) for k in ("data", "steps", "preset", "recipe", "size", "batch", "init_steps",
                                            "sample_every", "checkpoint_every", "log_every", "device", "seed")
              if getattr(args, k) is not None}
-    extra = _read_config_arg(args.config) if args.config else {}
+    extra = read_config_arg(args.config) if args.config else {}
     if resuming:
         changed = [k for k, v in {**extra, **flags}.items()
                    if k not in RESUME_OVERRIDABLE and k in values and values[k] != v and k != "data"]

@@ -17,7 +17,6 @@ import argparse
 import contextlib
 import copy
 import dataclasses
-import json
 import signal
 import sys
 import threading
@@ -39,7 +38,7 @@ from . import splits
 from .data import ImageFolderDataset, augment, list_images, report_skipped
 from .diffaugment import diff_augment, parse_policy
 from .losses import d_fake_loss, d_real_loss, g_adv_loss
-from .runs import GracefulStop, RunFolder, read_metrics, step_generator
+from .runs import GracefulStop, RunFolder, read_config_arg, read_metrics, step_generator
 
 LICENCE_NOTE = ("Trained on images that are copyrighted by their owners or licensed for non-commercial research; "
                 "these weights are for non-commercial research use only.")
@@ -452,16 +451,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> FaceTrainConfig:
-    values: dict[str, Any] = {}
-    if args.config:
-        try:
-            values = json.loads(Path(args.config).read_text())
-        except FileNotFoundError:
-            raise AnimeGANError(f"{args.config}: no such config file") from None
-        except ValueError as exc:
-            raise AnimeGANError(f"{args.config}: not valid JSON ({exc})") from None
-        if not isinstance(values, dict):
-            raise AnimeGANError(f"{args.config}: expected a JSON object of config fields")
+    values: dict[str, Any] = read_config_arg(args.config) if args.config else {}
     flags = {"data": args.data, "steps": args.steps, "arch": args.arch, "image_size": args.size,
              "batch_size": args.batch, "seed": args.seed, "fid_every": args.fid_every, "fid_samples": args.fid_samples,
              "fid_reference": args.fid_reference,

@@ -200,6 +200,34 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def image_rows_grid(rows: list[torch.Tensor]) -> Any:
+    """Rows of NCHW images in [-1, 1] -> one PIL picture, a row per tensor (the trainers' sample grids)."""
+    from PIL import Image
+
+    lines = []
+    for row in rows:
+        a = ((row.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+        lines.append(np.concatenate(list(a), axis=1))
+    return Image.fromarray(np.concatenate(lines, axis=0))
+
+
+def read_config_arg(text: str) -> dict[str, Any]:
+    """A ``--config`` value: a JSON file's path or an inline JSON object."""
+    source = text
+    if not text.lstrip().startswith("{"):
+        path = Path(text)
+        if not path.is_file():
+            raise AnimeGANError(f"{text}: config file not found")
+        source = path.read_text(encoding="utf-8")
+    try:
+        values = json.loads(source)
+    except ValueError as exc:
+        raise AnimeGANError(f"{text}: config is not valid JSON ({exc})") from None
+    if not isinstance(values, dict):
+        raise AnimeGANError(f"{text}: config must be a JSON object")
+    return values
+
+
 def step_generator(seed: int, step: int, rank: int = 0) -> torch.Generator:
     """A CPU generator for one step's randomness (batch choice, augmentation, noise).
 

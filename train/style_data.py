@@ -121,8 +121,8 @@ class StyleData:
                 _scan(self.root / folder, label)
         photo_files = _scan(self.root / REAL_DIR, "photos")
         anime_files = _scan(self.root / ANIME_DIR, "anime images")
-        photos, photo_names = self._load_all(photo_files)
-        anime, anime_names = self._load_all(anime_files)
+        photos, photo_names = load_images(photo_files, self.skipped)
+        anime, anime_names = load_images(anime_files, self.skipped)
         for kind, items, folder in (("photos", photos, REAL_DIR), ("anime images", anime, ANIME_DIR)):
             if len(items) < min_images:
                 extra = f"; {self.skipped.summary()}" if self.skipped.files else ""
@@ -130,9 +130,7 @@ class StyleData:
                                     f"need at least {min_images}{extra}")
         smooth = [self._smoothed(f, a) for f, a in zip(anime_names, anime)]
 
-        n_val = max(0, min(int(val_photos), len(photos) - min_images))
-        order = sorted(range(len(photos)), key=lambda i: hashlib.sha1(photo_names[i].name.encode()).hexdigest())
-        val_idx = set(order[:n_val])
+        val_idx = held_out(photo_names, max(0, min(int(val_photos), len(photos) - min_images)))
         self.val_names = [photo_names[i] for i in sorted(val_idx)]
         self.val = [photos[i] for i in sorted(val_idx)]
         self.photos = [p for i, p in enumerate(photos) if i not in val_idx]
@@ -142,23 +140,6 @@ class StyleData:
             print(f"warning: {self.skipped.summary()}", flush=True)
 
     # -- loading ------------------------------------------------------------------------
-    def _load_all(self, files: list[Path]) -> tuple[list[np.ndarray], list[Path]]:
-        arrays, names = [], []
-        for f in files:
-            try:
-                a = _read_rgb(f)
-            except AnimeGANError as exc:
-                self.skipped.files.append(f)
-                self.skipped.reasons.append(str(exc))
-                continue
-            if min(a.shape[:2]) < 8:
-                self.skipped.files.append(f)
-                self.skipped.reasons.append(f"{f}: image is smaller than 8 pixels")
-                continue
-            arrays.append(a)
-            names.append(f)
-        return arrays, names
-
     def _smoothed(self, path: Path, rgb: np.ndarray) -> np.ndarray:
         """The edge-smoothed copy, from the cache when the source is unchanged."""
         st = path.stat()
@@ -185,34 +166,12 @@ class StyleData:
         return (f"{len(self.photos)} photos ({len(self.val)} more held out for samples) from {self.root / REAL_DIR}, "
                 f"{len(self.anime)} anime images from {self.root / ANIME_DIR}")
 
-    def _resize(self, a: np.ndarray, new_w: int, new_h: int) -> np.ndarray:
-        h, w = a.shape[:2]
-        if (new_w, new_h) == (w, h):
-            return a
-        interp = cv2.INTER_AREA if new_w < w else cv2.INTER_CUBIC
-        return cv2.resize(a, (new_w, new_h), interpolation=interp)
-
-    def _random_crop(self, arrays: list[np.ndarray], gen: torch.Generator) -> list[np.ndarray]:
-        """The same random scale, crop and flip applied to same-size arrays -> SxSx3 uint8 crops."""
-        h, w = arrays[0].shape[:2]
-        r = torch.rand(4, generator=gen).tolist()
-        scale = self.size / min(h, w) * (1.0 + r[0] * (self.scale_jitter - 1.0))
-        new_w, new_h = max(self.size, round(w * scale)), max(self.size, round(h * scale))
-        top = int(r[1] * (new_h - self.size + 1))
-        left = int(r[2] * (new_w - self.size + 1))
-        flip = r[3] < 0.5
-        out = []
-        for a in arrays:
-            crop = self._resize(a, new_w, new_h)[top:top + self.size, left:left + self.size]
-            out.append(crop[:, ::-1] if flip else crop)
-        return out
-
     def batch(self, batch_size: int, gen: torch.Generator) -> StyleBatch:
         """A batch drawn only from ``gen``: photos and anime images chosen independently (unpaired)."""
         pi = torch.randint(len(self.photos), (batch_size,), generator=gen).tolist()
         ai = torch.randint(len(self.anime), (batch_size,), generator=gen).tolist()
-        photo = _to_tensor([self._random_crop([self.photos[i]], gen)[0] for i in pi])
-        pairs = [self._random_crop([self.anime[i], self.smooth[i]], gen) for i in ai]
+        photo = _to_tensor([random_crops([self.photos[i]], self.size, self.scale_jitter, gen)[0] for i in pi])
+        pairs = [random_crops([self.anime[i], self.smooth[i]], self.size, self.scale_jitter, gen) for i in ai]
         anime = _to_tensor([p[0] for p in pairs])
         smooth = _to_tensor([p[1] for p in pairs])
         return StyleBatch(photo=photo, anime=anime, anime_gray=to_gray(anime).contiguous(), smooth=smooth,
@@ -221,14 +180,101 @@ class StyleData:
     def validation_batch(self) -> torch.Tensor:
         """The fixed held-out photos (training photos if none could be held out), centre-cropped."""
         arrays = self.val or self.photos[: min(4, len(self.photos))]
-        crops = []
-        for a in arrays:
-            h, w = a.shape[:2]
-            scale = self.size / min(h, w)
-            new_w, new_h = max(self.size, round(w * scale)), max(self.size, round(h * scale))
-            top, left = (new_h - self.size) // 2, (new_w - self.size) // 2
-            crops.append(self._resize(a, new_w, new_h)[top:top + self.size, left:left + self.size])
-        return _to_tensor(crops)
+        return _to_tensor([centre_crop(a, self.size) for a in arrays])
+
+
+class PhotoCrops:
+    """A folder of photos (read recursively) for trainers that need photos only (distillation).
+
+    Loads, holds out and crops exactly as ``StyleData`` does its photos.
+    """
+
+    def __init__(self, folder: str | os.PathLike[str], size: int = 256, val_photos: int = 4,
+                 min_images: int = 1, scale_jitter: float = 1.25) -> None:
+        self.root = Path(folder)
+        if not self.root.is_dir():
+            raise AnimeGANError(f"{self.root}: photo folder not found")
+        if size < 16:
+            raise AnimeGANError(f"crop size {size} is too small (at least 16)")
+        self.size, self.scale_jitter = int(size), max(1.0, float(scale_jitter))
+        self.skipped = Skipped([], [])
+        photos, names = load_images(_scan(self.root, "photos"), self.skipped)
+        if len(photos) < min_images:
+            extra = f"; {self.skipped.summary()}" if self.skipped.files else ""
+            raise AnimeGANError(f"{self.root}: only {len(photos)} readable photos, need at least {min_images}{extra}")
+        val_idx = held_out(names, max(0, min(int(val_photos), len(photos) - min_images)))
+        self.val = [photos[i] for i in sorted(val_idx)]
+        self.photos = [p for i, p in enumerate(photos) if i not in val_idx]
+
+    def describe(self) -> str:
+        return f"{len(self.photos)} photos ({len(self.val)} more held out for samples) from {self.root}"
+
+    def batch(self, batch_size: int, gen: torch.Generator) -> torch.Tensor:
+        """NCHW float32 crops in [-1, 1], drawn only from ``gen``."""
+        idx = torch.randint(len(self.photos), (batch_size,), generator=gen).tolist()
+        return _to_tensor([random_crops([self.photos[i]], self.size, self.scale_jitter, gen)[0] for i in idx])
+
+    def validation_batch(self) -> torch.Tensor:
+        arrays = self.val or self.photos[: min(4, len(self.photos))]
+        return _to_tensor([centre_crop(a, self.size) for a in arrays])
+
+
+def load_images(files: list[Path], skipped: Skipped) -> tuple[list[np.ndarray], list[Path]]:
+    """Decode files to RGB arrays; unreadable or tiny ones are recorded in ``skipped``."""
+    arrays, names = [], []
+    for f in files:
+        try:
+            a = _read_rgb(f)
+        except AnimeGANError as exc:
+            skipped.files.append(f)
+            skipped.reasons.append(str(exc))
+            continue
+        if min(a.shape[:2]) < 8:
+            skipped.files.append(f)
+            skipped.reasons.append(f"{f}: image is smaller than 8 pixels")
+            continue
+        arrays.append(a)
+        names.append(f)
+    return arrays, names
+
+
+def held_out(names: list[Path], count: int) -> set[int]:
+    """Indices of ``count`` files chosen by a hash of their names (independent of listing order)."""
+    order = sorted(range(len(names)), key=lambda i: hashlib.sha1(names[i].name.encode()).hexdigest())
+    return set(order[:count])
+
+
+def resize_to(a: np.ndarray, new_w: int, new_h: int) -> np.ndarray:
+    h, w = a.shape[:2]
+    if (new_w, new_h) == (w, h):
+        return a
+    interp = cv2.INTER_AREA if new_w < w else cv2.INTER_CUBIC
+    return cv2.resize(a, (new_w, new_h), interpolation=interp)
+
+
+def random_crops(arrays: list[np.ndarray], size: int, scale_jitter: float, gen: torch.Generator) -> list[np.ndarray]:
+    """The same random scale, crop and flip applied to same-size arrays -> size x size x 3 uint8 crops."""
+    h, w = arrays[0].shape[:2]
+    r = torch.rand(4, generator=gen).tolist()
+    scale = size / min(h, w) * (1.0 + r[0] * (scale_jitter - 1.0))
+    new_w, new_h = max(size, round(w * scale)), max(size, round(h * scale))
+    top = int(r[1] * (new_h - size + 1))
+    left = int(r[2] * (new_w - size + 1))
+    flip = r[3] < 0.5
+    out = []
+    for a in arrays:
+        crop = resize_to(a, new_w, new_h)[top:top + size, left:left + size]
+        out.append(crop[:, ::-1] if flip else crop)
+    return out
+
+
+def centre_crop(a: np.ndarray, size: int) -> np.ndarray:
+    """Scale the short side to ``size`` and cut the centre square."""
+    h, w = a.shape[:2]
+    scale = size / min(h, w)
+    new_w, new_h = max(size, round(w * scale)), max(size, round(h * scale))
+    top, left = (new_h - size) // 2, (new_w - size) // 2
+    return resize_to(a, new_w, new_h)[top:top + size, left:left + size]
 
 
 def _to_tensor(crops: list[np.ndarray]) -> torch.Tensor:

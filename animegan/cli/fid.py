@@ -31,13 +31,14 @@ def run(args: argparse.Namespace) -> int:
         raise AnimeGANError(f"{source}: no such folder")
     if args.samples < 2:
         raise AnimeGANError("--samples must be at least 2")
-    reference = compute_stats(args.reference, args.device, limit=args.limit, progress=True)
     run_folder = None
     if (source / "config.json").is_file() and (source / "checkpoints").is_dir():
         from train.runs import RunFolder
 
         run_folder = RunFolder(source)
-        generator, step = _run_generator(run_folder, args.device)
+        generator, step = _run_generator(run_folder, args.device)  # before the reference: a bad run fails fast
+    reference = compute_stats(args.reference, args.device, limit=args.limit, progress=True)
+    if run_folder is not None:
         stats = compute_stats(generator_batches(generator, args.samples, seed=args.seed, device=args.device),
                               args.device, limit=args.samples, progress=True)
     else:

@@ -7,6 +7,7 @@ import sys
 from tqdm import tqdm
 
 from ..batch import stylize_files
+from .options import add_precision_flag, apply_precision_flag
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -21,10 +22,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-side", type=int, default=None, help="cap on the long side for inference (output keeps the input size)")
     p.add_argument("--tile", type=int, default=1024, help="tile side for large images (0 = never tile)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: auto)")
+    add_precision_flag(p)
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    apply_precision_flag(args)
     bars: list[tqdm] = []
 
     def progress(done: int, total: int) -> None:

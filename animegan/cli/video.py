@@ -8,6 +8,7 @@ import threading
 from tqdm import tqdm
 
 from ..video import stylize_video
+from .options import add_precision_flag, apply_precision_flag
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -25,10 +26,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--end", type=float, default=None, help="end of the span to stylize, in seconds")
     p.add_argument("--batch", type=int, default=4, help="frames per model call (default 4)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: auto)")
+    add_precision_flag(p)
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    apply_precision_flag(args)
     bars: list[tqdm] = []
     cancel = threading.Event()
 
