@@ -36,13 +36,13 @@ from typing import Any, Callable
 
 from .errors import AnimeGANError
 from .images import image_files, open_image
+from .names import check_name
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 KINDS = {"faces": "train.faces", "style": "train.animegan"}
 KIND_LABELS = {"faces": "anime faces", "style": "photo-to-anime style"}
 STYLE_SUBFOLDERS = ("real_images", "anime_images")
 LOG_NAME = "log.txt"
-RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 STOP_TIMEOUT_S = 120.0
 MAX_PLOT_POINTS = 400  # per series: a long run's curve stays cheap to send every few seconds
 LIVE_STATES = ("starting", "running", "stopping")
@@ -69,17 +69,6 @@ def data_root() -> Path | None:
 def _inside(path: Path, root: Path) -> bool:
     resolved, base = path.resolve(), root.resolve()
     return resolved == base or base in resolved.parents
-
-
-def check_name(name: Any, what: str = "run name") -> str:
-    """A safe slug (letters, digits, '.', '-', '_'; at most 64), or an AnimeGANError."""
-    text = str(name or "").strip()
-    if not text:
-        raise AnimeGANError(f"give a {what}, e.g. 'faces-64'")
-    if not RUN_NAME.match(text) or ".." in text:
-        raise AnimeGANError(f"bad {what} {text!r}: use letters, digits, '-', '_' or '.', "
-                            "start with a letter or digit, at most 64 characters")
-    return text
 
 
 def run_path(name: Any, root: str | os.PathLike[str] | None = None) -> Path:

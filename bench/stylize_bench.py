@@ -1,7 +1,7 @@
 """Photo stylization: the plain way against the project's way, in one process; prints one JSON object.
 
     python bench/stylize_bench.py [--sizes 256 512 1024 1920x1080] [--repeat 3] [--device cpu]
-                                  [--style NAME_OR_FILE] [--variants] [--compile]
+                                  [--style NAME_OR_FILE | --width 0.45] [--variants] [--compile]
 
 The plain way is eager PyTorch in float32, NCHW, calling the community AnimeGANv2 network
 (``AnimeGANv2Generator`` is it op for op and key for key) on a tensor made from the image.
@@ -107,6 +107,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--device", default=None)
     parser.add_argument("--style", default=None, help="style name or weights file (default: random init)")
+    parser.add_argument("--width", type=float, default=1.0, help="random init at this width (0.45: a -fast student)")
     parser.add_argument("--variants", action="store_true", help="also time each ingredient alone at 512x512")
     parser.add_argument("--compile", action="store_true", help="with --variants: add torch.compile variants")
     args = parser.parse_args()
@@ -116,8 +117,9 @@ def main() -> None:
         if style is None:
             os.environ["ANIMEGAN_WEIGHTS_DIR"] = folder
             torch.manual_seed(0)
-            save_weights(Path(folder) / "bench.safetensors", build_model("animeganv2").state_dict(),
-                         {"architecture": "animeganv2", "kind": "style"}, dtype=None)
+            config = {"width": args.width}
+            save_weights(Path(folder) / "bench.safetensors", build_model("animeganv2", config).state_dict(),
+                         {"architecture": "animeganv2", "kind": "style", "config": config}, dtype=None)
             style = "bench"
         project = Stylizer(style)
         device = project.device
@@ -163,7 +165,8 @@ def main() -> None:
 
     print(json.dumps({
         "bench": "stylize", "device": str(device), "project_dtype": str(project.dtype)[6:],
-        "project_memory_format": str(policy.memory_format(device))[6:], "style": args.style or "random init",
+        "project_memory_format": str(policy.memory_format(device))[6:],
+        "style": args.style or f"random init, width {args.width}",
         "torch": torch.__version__, "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
         "cpu": platform.processor() or platform.machine(), "native_bf16": policy.cpu_has_native_bf16(),
         "peak_gemm_gflop_per_s": {"fp32": gemm_peak(torch.float32), "bf16": gemm_peak(torch.bfloat16)}

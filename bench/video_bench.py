@@ -1,7 +1,8 @@
 """End-to-end video throughput: the overlapped pipeline against a plain sequential loop.
 
     python bench/video_bench.py [--seconds 6] [--size 320x240] [--fps 25] [--batch 4] [--repeat 2]
-                                [--max-side N] [--keep-size] [--style NAME] [--device cpu]
+                                [--max-side N] [--keep-size] [--style NAME | --width 0.45] [--fp32]
+                                [--device cpu]
 
 Both paths decode the same generated clip with OpenCV, run the same network in batches of the
 same size and encode with the same ffmpeg settings; the sequential loop does one stage at a
@@ -68,6 +69,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=2, help="alternating runs of each; the best time counts")
     parser.add_argument("--style", default=None)
     parser.add_argument("--device", default=None)
+    parser.add_argument("--fp32", action="store_true", help="the network in float32 (the plain precision)")
+    parser.add_argument("--width", type=float, default=1.0, help="random init at this width (0.45: a -fast student)")
     parser.add_argument("--max-side", type=int, default=None, help="cap for the network (and output)")
     parser.add_argument("--keep-size", action="store_true", help="write at the source size despite --max-side")
     args = parser.parse_args()
@@ -81,10 +84,11 @@ def main() -> None:
 
             torch.manual_seed(0)
             os.environ["ANIMEGAN_WEIGHTS_DIR"] = str(tmp)
-            save_weights(tmp / "bench.safetensors", build_model("animeganv2").state_dict(),
-                         {"architecture": "animeganv2", "kind": "style"})
+            config = {"width": args.width}
+            save_weights(tmp / "bench.safetensors", build_model("animeganv2", config).state_dict(),
+                         {"architecture": "animeganv2", "kind": "style", "config": config})
             style = "bench"
-        stylizer = Stylizer(style, args.device)
+        stylizer = Stylizer(style, args.device, half=False if args.fp32 else None)
         src = tmp / "clip.mp4"
         make_clip(src, args.seconds, args.size, args.fps)
         w, h = video.plan_geometry(*(int(v) for v in args.size.split("x")), None, args.max_side, args.keep_size).work
@@ -108,7 +112,8 @@ def main() -> None:
 
     print(json.dumps({
         "clip": {"size": args.size, "fps": args.fps, "seconds": args.seconds, "frames": result.frames},
-        "device": str(stylizer.device), "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
+        "device": str(stylizer.device), "dtype": str(stylizer.dtype)[6:], "width": args.width,
+        "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
         "batch": args.batch, "repeat": args.repeat, "max_side": args.max_side, "keep_size": args.keep_size,
         "sequential_fps": round(frames_seq / seq_s, 2),
         "overlapped_fps": round(result.frames / overlap_s, 2),

@@ -30,7 +30,7 @@ from torch import nn
 from animegan.device import pick_device
 from animegan.errors import AnimeGANError
 from animegan.models import build_model, make_config
-from animegan.training import check_name
+from animegan.names import check_name
 
 from . import distributed
 from .losses import (GAN_LOSSES, PRESETS, color_loss, content_loss, d_adv_loss, domain_loss, g_adv_loss,

@@ -33,7 +33,7 @@ from animegan.device import inference_dtype, pick_device, prepare
 from animegan.errors import AnimeGANError
 from animegan.models import build_model
 from animegan.models.flops import conv_flops
-from animegan.training import check_name
+from animegan.names import check_name
 
 from .animegan import threading_main
 from .perceptual import Perceptual
@@ -55,7 +55,7 @@ class DistillConfig:
     size: int = 256
     batch: int = 8
     lr: float = 5e-4
-    perceptual_weight: float = 1.0
+    perceptual_weight: float = 0.01  # features are on a 0-255-like scale: ~0.5 against L1's ~0.2 at the start
     perceptual: str = "auto"
     seed: int = 0
     val_photos: int = 4

@@ -29,9 +29,9 @@ import torch
 from torch import nn
 
 from animegan.errors import AnimeGANError
-from animegan.training import check_name
 from animegan.models.dcgan import VARIANTS, DCGANConfig, DCGANDiscriminator, DCGANDiscriminatorConfig, \
     DCGANGenerator, variant_configs
+from animegan.names import check_name
 
 from . import distributed
 from . import splits

@@ -1,0 +1,20 @@
+"""The one rule for names that become files or folders: run names, style and face-weights names."""
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from .errors import AnimeGANError
+
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def check_name(name: Any, what: str = "run name") -> str:
+    """A safe slug (letters, digits, '.', '-', '_'; at most 64), or an AnimeGANError."""
+    text = str(name or "").strip()
+    if not text:
+        raise AnimeGANError(f"give a {what}, e.g. 'faces-64'")
+    if not SAFE_NAME.match(text) or ".." in text:
+        raise AnimeGANError(f"bad {what} {text!r}: use letters, digits, '-', '_' or '.', "
+                            "start with a letter or digit, at most 64 characters")
+    return text
