@@ -1,14 +1,18 @@
-"""Flags shared by several commands."""
+"""Flags and progress bars shared by several commands."""
 from __future__ import annotations
 
 import argparse
 import os
+import sys
+
+from tqdm import tqdm
 
 from ..device import PRECISION_ENV
 
 
-def add_precision_flag(parser: argparse.ArgumentParser) -> None:
-    """``--fp32``: full precision where the policy would use bfloat16 or float16."""
+def add_device_flags(parser: argparse.ArgumentParser) -> None:
+    """``--device`` and ``--fp32`` (full precision where the policy would use bfloat16 or float16)."""
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: auto)")
     parser.add_argument("--fp32", action="store_true",
                         help=f"run the network in float32 (default: bfloat16 on CPUs with native bf16, float16 "
                              f"on CUDA; the same as {PRECISION_ENV}=fp32)")
@@ -18,3 +22,26 @@ def apply_precision_flag(args: argparse.Namespace) -> None:
     # Through the environment, so every stylizer this command builds (image batches, video) sees it.
     if getattr(args, "fp32", False):
         os.environ[PRECISION_ENV] = "fp32"
+
+
+class LazyBar:
+    """A tqdm bar on stderr, opened on the first update so set-up errors print without an empty bar.
+
+    Call it as a ``progress(done, total)`` callback; the total may change (a video's frame count
+    is only an estimate until decoding ends).
+    """
+
+    def __init__(self, unit: str, desc: str) -> None:
+        self.unit, self.desc = unit, desc
+        self.bar: tqdm | None = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.bar is None:
+            self.bar = tqdm(total=total, unit=self.unit, desc=self.desc, file=sys.stderr)
+        if total != self.bar.total:
+            self.bar.total = total
+        self.bar.update(done - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

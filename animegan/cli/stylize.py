@@ -4,10 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from tqdm import tqdm
-
 from ..batch import stylize_files
-from .options import add_precision_flag, apply_precision_flag
+from .options import LazyBar, add_device_flags, apply_precision_flag
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -21,27 +19,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--keep-colors", action="store_true", help="keep the photo's colours (Lab statistics)")
     p.add_argument("--max-side", type=int, default=None, help="cap on the long side for inference (output keeps the input size)")
     p.add_argument("--tile", type=int, default=1024, help="tile side for large images (0 = never tile)")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: auto)")
-    add_precision_flag(p)
+    add_device_flags(p)
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     apply_precision_flag(args)
-    bars: list[tqdm] = []
-
-    def progress(done: int, total: int) -> None:
-        if not bars:  # opened on the first image, so set-up errors print without an empty bar
-            bars.append(tqdm(total=total, unit="img", desc="stylize", file=sys.stderr))
-        bars[0].update(done - bars[0].n)
-
+    progress = LazyBar("img", "stylize")
     try:
         report = stylize_files(args.inputs, args.output, style=args.style, portrait=args.portrait,
                                keep_colors=args.keep_colors, max_side=args.max_side, tile=args.tile,
                                device=args.device, progress=progress)
     finally:
-        for bar in bars:
-            bar.close()
+        progress.close()
     for path in report.written:
         print(path)
     for source, message in report.failed:

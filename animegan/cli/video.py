@@ -5,10 +5,8 @@ import argparse
 import sys
 import threading
 
-from tqdm import tqdm
-
 from ..video import stylize_video
-from .options import add_precision_flag, apply_precision_flag
+from .options import LazyBar, add_device_flags, apply_precision_flag
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -25,23 +23,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--start", type=float, default=None, help="start of the span to stylize, in seconds")
     p.add_argument("--end", type=float, default=None, help="end of the span to stylize, in seconds")
     p.add_argument("--batch", type=int, default=4, help="frames per model call (default 4)")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: auto)")
-    add_precision_flag(p)
+    add_device_flags(p)
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     apply_precision_flag(args)
-    bars: list[tqdm] = []
+    progress = LazyBar("frame", "video")
     cancel = threading.Event()
-
-    def progress(done: int, total: int) -> None:
-        if not bars:  # opened on the first batch, so set-up errors print without an empty bar
-            bars.append(tqdm(total=total, unit="frame", desc="video", file=sys.stderr))
-        bar = bars[0]
-        if total != bar.total:
-            bar.total = total
-        bar.update(done - bar.n)
 
     try:
         result = stylize_video(args.input, args.output, args.style, portrait=args.portrait,
@@ -53,8 +42,7 @@ def run(args: argparse.Namespace) -> int:
         cancel.set()
         raise
     finally:
-        for bar in bars:
-            bar.close()
+        progress.close()
     for message in result.warnings:
         print(f"warning: {message}", file=sys.stderr)
     sound = "with sound" if result.had_audio else "no sound"
