@@ -333,10 +333,18 @@ def write_animation(frames: np.ndarray, path: str | os.PathLike[str], fps: int =
 # For menus and the app
 # ----------------------------------------------------------------------------------------
 def face_weights() -> list[str]:
-    """Names of the project's face weights (``weights/`` with kind 'faces')."""
+    """Names of the project's face weights (``weights/`` with kind 'faces'), the best FID first.
+
+    The first is the default everywhere (the Faces tab, the CLI), so whichever model wins on FID
+    is the default; weights without a measured FID follow, by name.
+    """
     from .weights import project_weights
 
-    return list(project_weights("faces"))
+    def rank(item: tuple[str, dict]) -> tuple[float, str]:
+        fid = (item[1].get("metrics") or {}).get("fid")
+        return (float(fid) if isinstance(fid, (int, float)) else float("inf"), item[0])
+
+    return [name for name, _ in sorted(project_weights("faces").items(), key=rank)]
 
 
 def no_face_weights_message() -> str:

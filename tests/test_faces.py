@@ -220,3 +220,20 @@ def test_faces_tab_opens_with_a_face(weights_dir: Path) -> None:
     assert menu["value"] == "tiny"
     assert np.array_equal(np.asarray(face), np.asarray(gen.face(tab.SEED)))
     assert np.array_equal(np.asarray(between), np.asarray(gen.interpolate([tab.SEED_A, tab.SEED_B], tab.T)))
+
+
+def test_the_best_fid_is_the_default_face_model(weights_dir: Path) -> None:
+    from animegan.cli import main
+    from animegan.faces import face_weights
+    from animegan.weights import update_metadata
+
+    for name, fid in (("a-unmeasured", None), ("b-worse", 80.0), ("c-better", 30.5)):
+        path = _save_tiny(weights_dir, name, seed=len(name))
+        if fid is not None:
+            update_metadata(path, {"metrics": {"fid": fid}})
+    assert face_weights() == ["c-better", "b-worse", "a-unmeasured"]
+    out = weights_dir.parent / "faces"
+    assert main(["faces", "--count", "1", "--out", str(out), "--device", "cpu"]) == 0
+    expected = np.asarray(FaceGenerator("c-better", device="cpu").face(0))
+    with Image.open(next(out.glob("*.png"))) as im:
+        assert np.array_equal(np.asarray(im.convert("RGB")), expected)
