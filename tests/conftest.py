@@ -63,3 +63,12 @@ def gradient_image(width: int, height: int, seed: int = 0) -> np.ndarray:
     b = 127 + 100 * np.sin((x + y) / max(width + height, 1) * 9.0)
     img = np.stack([r, g, b], axis=-1) + rng.normal(0, 6, (height, width, 3))
     return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def free_port() -> int:
+    """A TCP port free on localhost right now (for test servers)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -1,20 +1,13 @@
 """The app builds, serves, and its stylize endpoint answers through gradio_client."""
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 from PIL import Image
 
-from conftest import gradient_image
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from conftest import free_port, gradient_image
 
 
 @pytest.fixture
@@ -23,7 +16,7 @@ def server(style: str) -> Iterator[str]:
 
     demo = build_app()
     demo.queue(default_concurrency_limit=1)
-    port = _free_port()
+    port = free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     try:
         yield f"http://127.0.0.1:{port}/"

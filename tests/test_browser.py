@@ -13,7 +13,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,7 +26,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import REPO, make_v2_generator
+from conftest import REPO, free_port, make_v2_generator
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = REPO / "test-artifacts" / "browser"
@@ -36,12 +35,6 @@ TIMEOUT_MS = 60_000
 sync_api = pytest.importorskip("playwright.sync_api", reason="needs the playwright package (pip install playwright)")
 if not CHROMIUM.is_file():
     pytest.skip("needs Debian's chromium at /usr/bin/chromium (apt-get install chromium)", allow_module_level=True)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _write_weights(folder: Path) -> None:
@@ -88,7 +81,7 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     tmp = tmp_path_factory.mktemp("browser")
     _write_weights(tmp / "weights")
     runs = tmp / "runs"
-    port = _free_port()
+    port = free_port()
     env = dict(os.environ, GRADIO_SERVER_PORT=str(port), GRADIO_SERVER_NAME="127.0.0.1",
                ANIMEGAN_WEIGHTS_DIR=str(tmp / "weights"), ANIMEGAN_RUNS_DIR=str(runs), ANIMEGAN_OFFLINE="1",
                ANIMEGAN_CACHE=str(tmp / "cache"), GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1")

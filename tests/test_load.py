@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -28,7 +27,7 @@ from typing import Iterator
 import pytest
 from PIL import Image
 
-from conftest import REPO, gradient_image, make_v2_generator
+from conftest import REPO, free_port, gradient_image, make_v2_generator
 
 CLIENTS = 20
 REQUESTS_PER_CLIENT = 2
@@ -41,12 +40,6 @@ import sys
 from animegan.ui import launch
 launch(server_name="127.0.0.1", server_port=int(sys.argv[1]), quiet=True)
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def rss_mb(pid: int) -> float:
@@ -71,7 +64,7 @@ def served_app(tmp_path: Path) -> Iterator[tuple[subprocess.Popen, str, str]]:
            "ANIMEGAN_CACHE": str(tmp_path / "cache"), "ANIMEGAN_OFFLINE": "1", "ANIMEGAN_RUNS_DIR": str(tmp_path / "runs"),
            "GRADIO_ANALYTICS_ENABLED": "False", "GRADIO_TEMP_DIR": str(tmp_path / "gradio"), "TMPDIR": str(tmp_path),
            "ANIMEGAN_SESSION_CAPACITY": str(CLIENTS)}
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-c", SERVER, str(port)], cwd=REPO, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}/"

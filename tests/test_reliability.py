@@ -14,7 +14,6 @@ import json
 import os
 import re
 import signal
-import socket
 import struct
 import subprocess
 import sys
@@ -32,7 +31,7 @@ from PIL import Image
 
 from animegan.errors import AnimeGANError
 from animegan.stylize import StyleOptions
-from conftest import REPO, gradient_image, make_v2_generator
+from conftest import REPO, free_port, gradient_image, make_v2_generator
 
 CASE_TIMEOUT_S = 60.0  # far above any case's real time (< 2 s): only a hang gets near it
 APP_OPTIONS = StyleOptions(max_side=1280)  # the Photo tab's default, as a visitor would send
@@ -635,12 +634,6 @@ def test_time_limit_stops_stylizer_video_and_faces_between_units(stylizer, tmp_p
 # ----------------------------------------------------------------------------------------
 # The app: upload limit, time limit, one model slot, queue limit
 # ----------------------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 MODEL_HANDLERS = {"run_photo", "run_video", "face_image", "grid_image", "interpolation_image", "morph_file"}
 
 
@@ -665,7 +658,7 @@ def app_server(style: str, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr(common, "MAX_FILE_SIZE", "40kb")
     monkeypatch.setattr(common, "QUEUE_SIZE", 2)
     monkeypatch.setattr(common, "SESSION_CAPACITY", 3)
-    port = _free_port()
+    port = free_port()
     demo = launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     try:
         yield demo, f"http://127.0.0.1:{port}/"

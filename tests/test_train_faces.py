@@ -160,18 +160,11 @@ def test_sigterm_checkpoints_and_exits_zero(data: Path, tiny_config: Path, tmp_p
     assert int(_final_state(out)["step"]) == status["step"] >= 2
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_ddp_two_processes_gloo(data: Path, tiny_config: Path, tmp_path: Path) -> None:
     out = tmp_path / "ddp"
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
+    # --standalone: torchrun picks a free port itself (a port chosen here first could be taken meanwhile).
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "train.faces", *_args(data, out, tiny_config, 4), "--device", "cpu"]
     done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
