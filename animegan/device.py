@@ -43,8 +43,12 @@ def cpu_has_native_bf16() -> bool:
         text = Path("/proc/cpuinfo").read_text(errors="replace")
     except OSError:
         return False
-    flags = set(re.findall(r"\b(avx512_bf16|amx_bf16)\b", text))
-    return bool(flags) and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    if not re.search(r"\b(avx512_bf16|amx_bf16)\b", text):
+        return False
+    try:  # and this torch build's oneDNN can use it (a private check, so guarded)
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def full_precision_forced() -> bool:

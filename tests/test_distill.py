@@ -38,7 +38,8 @@ def _cfg(teacher: str, photos: Path, **kw) -> DistillConfig:
 
 
 def test_student_moves_toward_the_teacher(teacher: str, photos: Path, tmp_path: Path) -> None:
-    d = Distiller(_cfg(teacher, photos, steps=25, perceptual_weight=0.1), tmp_path / "run", quiet=True)
+    # 40 steps: at 25 the perceptual distance had barely begun to fall, and on some CPUs (bf16 teacher) not yet
+    d = Distiller(_cfg(teacher, photos, steps=40, perceptual_weight=0.1), tmp_path / "run", quiet=True)
     held = d.data.validation_batch()
     before = evaluate(d.student, d.teacher, held, d.perceptual)
     assert d.run() == "finished"
@@ -48,7 +49,7 @@ def test_student_moves_toward_the_teacher(teacher: str, photos: Path, tmp_path: 
     assert after["psnr_db"] > before["psnr_db"]
     rf = RunFolder(tmp_path / "run")
     records = rf.metrics()
-    assert [r["step"] for r in records] == list(range(1, 26))
+    assert [r["step"] for r in records] == list(range(1, 41))
     assert {"loss", "loss_pixel", "loss_perceptual", "images_per_s"} <= set(records[-1])
     with Image.open(rf.samples()[-1]) as grid:  # photo, teacher, student rows of the held-out photos
         assert grid.size == (2 * 32, 3 * 32)

@@ -17,8 +17,8 @@ from .layers import ConvNormLReLU, InvertedResBlock, upsample_to
 class AnimeGANv2Config:
     """align_corners=True is the community hub model's default upsampling.
 
-    ``width`` scales every channel count: 1.0 is the community network; 0.5 is the distilled
-    ``-fast`` student (about 4x fewer FLOPs, the same keys with smaller tensors).
+    ``width`` scales every channel count: 1.0 is the community network; 0.45, the default of
+    ``train.distill``, is the ``-fast`` student (4.5x fewer FLOPs; the same keys, smaller tensors).
     """
 
     align_corners: bool = True

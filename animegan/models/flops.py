@@ -8,7 +8,8 @@ from torch import nn
 def conv_flops(model: nn.Module, size: tuple[int, int] = (512, 512)) -> float:
     """Floating-point operations of the convolutions (2 x multiply-adds) for one image of ``size`` (h, w).
 
-    Norms, activations and resizes are left out: they are a few percent of a generator's work.
+    Norms, activations, padding and resizes are left out: a few percent of the arithmetic, though
+    a larger share of the time (memory-bound; see bench/README.md).
     """
     macs = 0
 
