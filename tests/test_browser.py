@@ -186,6 +186,13 @@ def test_faces_slider(page) -> None:
     after = _src(page, "#faces-between img")
     assert after != first
     assert float(slider.input_value()) > 0.8
+    # The 32 px test face is scaled up to its box on screen, not shown as a speck
+    # (Gradio's own 'scale-down' would show it at 32 px inside a wide box.)
+    page.wait_for_function("() => document.querySelector('#faces-between img').naturalWidth > 0")
+    natural, box, fit = page.evaluate("() => { const i = document.querySelector('#faces-between img');"
+                                      " return [i.naturalWidth, i.getBoundingClientRect().width,"
+                                      " getComputedStyle(i).objectFit]; }")
+    assert natural == 32 and box >= 4 * natural and fit == "contain"
     _shot(page, "03-faces-after")
 
 
