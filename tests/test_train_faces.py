@@ -95,10 +95,24 @@ def test_run_folder_contents(straight: Path, capsys: pytest.CaptureFixture[str])
 def test_resume_equals_uninterrupted(straight: Path, data: Path, tiny_config: Path, tmp_path: Path) -> None:
     out = tmp_path / "halves"
     assert main(_args(data, out, tiny_config, 3)) == 0
+    before = (out / "status.json").read_text()
     assert main(_args(data, out, tiny_config, 3)) == 2  # a fresh run refuses a folder with checkpoints
+    assert (out / "status.json").read_text() == before  # and leaves that run's status as it was
     assert main(["--out", str(out), "--steps", "6", "--resume", "--quiet"]) == 0
     _assert_same_weights(_final_state(straight), _final_state(out))
     assert [r["step"] for r in RunFolder(out).metrics()] == [2, 3, 4, 6]  # 3: the first half's last step
+
+
+def test_fresh_start_over_a_run_that_never_checkpointed(data: Path, tiny_config: Path, tmp_path: Path) -> None:
+    out = tmp_path / "again"
+    assert main(_args(data, out, tiny_config, 2)) == 0
+    for ckpt in RunFolder(out).checkpoints():  # as if it had been killed before its first checkpoint
+        ckpt.unlink()
+    (out / "samples" / "step_00000099.png").write_bytes(b"stale")
+    assert main(_args(data, out, tiny_config, 4)) == 0
+    run = RunFolder(out)
+    assert [r["step"] for r in run.metrics()] == [2, 4]  # not [2, 2, 4]: the old curve is not mixed in
+    assert [p.name for p in run.samples()] == ["step_00000004.png"]
 
 
 def _wait_for(predicate, proc: subprocess.Popen, timeout: float = 90.0) -> None:

@@ -38,7 +38,7 @@ from . import splits
 from .data import ImageFolderDataset, augment, list_images, report_skipped
 from .diffaugment import diff_augment, parse_policy
 from .losses import d_fake_loss, d_real_loss, g_adv_loss
-from .runs import GracefulStop, RunFolder, read_config_arg, read_metrics, step_generator
+from .runs import GracefulStop, RunFolder, RunFolderInUse, read_config_arg, read_metrics, step_generator
 
 LICENCE_NOTE = ("Trained on images that are copyrighted by their owners or licensed for non-commercial research; "
                 "these weights are for non-commercial research use only.")
@@ -147,6 +147,8 @@ def train(cfg: FaceTrainConfig, out: str | Path, resume: bool = False, device: s
     run = RunFolder(out)
     try:
         status = _train(cfg, run, resume, dist, export_name, verbose)
+    except RunFolderInUse:
+        raise  # the folder belongs to another run: its status is not ours to overwrite
     except BaseException as exc:
         if dist.is_main:
             run.write_status("failed", error=str(exc)[:300])

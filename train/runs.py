@@ -30,6 +30,10 @@ from animegan.fileio import atomic_path, atomic_write_json
 CHECKPOINT_GLOB = "step_*.pt"
 
 
+class RunFolderInUse(AnimeGANError):
+    """A fresh run was pointed at a folder that already holds a run (its files are left alone)."""
+
+
 class RunFolder:
     """One training run on disk. Safe to read from another process at any time."""
 
@@ -59,12 +63,20 @@ class RunFolder:
         return self.path / "status.json"
 
     def create(self, config: dict[str, Any], resume: bool = False) -> None:
-        """Make the folder. A fresh run refuses a folder that already holds checkpoints."""
+        """Make the folder. A fresh run refuses a folder that already holds checkpoints.
+
+        A fresh start in a folder whose earlier run never reached a checkpoint drops that run's
+        metrics and samples, so its curves and grids do not mix with the new run's.
+        """
         if not resume and self.checkpoints():
-            raise AnimeGANError(f"run folder {self.path} already holds a run; pass --resume to continue it")
+            raise RunFolderInUse(f"run folder {self.path} already holds a run; pass --resume to continue it")
         self.samples_dir.mkdir(parents=True, exist_ok=True)
         self.checkpoints_dir.mkdir(parents=True, exist_ok=True)
         self.discard_partial_files()
+        if not resume:
+            self.metrics_path.unlink(missing_ok=True)
+            for stale in self.samples_dir.glob("step_*.png"):
+                stale.unlink(missing_ok=True)
         atomic_write_json(self.config_path, config)
 
     def discard_partial_files(self) -> list[Path]:
