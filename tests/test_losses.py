@@ -88,6 +88,15 @@ def test_gram_is_per_sample_and_normalised_by_chw() -> None:
     assert torch.allclose(got.double(), torch.tensor(_hand_gram(f), dtype=torch.float64), atol=1e-6)
 
 
+def test_gram_and_yuv_stay_in_full_precision_under_autocast() -> None:
+    # The trainer runs its G step under bf16 autocast on GPUs; CPU autocast downcasts bmm and einsum the same way.
+    f, x = _t(2, 8, 6, 6, seed=6) * 3, torch.rand(2, 3, 4, 4) * 2 - 1
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        g, yuv = L.gram(f), L.rgb_to_yuv(x)
+    assert g.dtype == torch.float32 and yuv.dtype == torch.float32
+    assert torch.allclose(g, L.gram(f), rtol=1e-6, atol=0) and torch.allclose(yuv, L.rgb_to_yuv(x), rtol=1e-6, atol=0)
+
+
 def test_style_loss_matches_hand_and_never_mixes_samples() -> None:
     fa, fb = _t(3, 2, 2, 2, seed=4), _t(3, 2, 2, 2, seed=5)
     ga, gb = _hand_gram(fa), _hand_gram(fb)

@@ -87,7 +87,10 @@ def gram(features: torch.Tensor) -> torch.Tensor:
     """(N, C, H, W) -> (N, C, C): each sample's Gram matrix F F^T divided by C*H*W (no mixing across N)."""
     n, c, h, w = features.shape
     f = features.reshape(n, c, h * w).float()
-    return torch.bmm(f, f.transpose(1, 2)) / (c * h * w)
+    # In full precision even inside the trainer's autocast: the loss is a small difference of
+    # large sums, which bf16's 8-bit mantissa would drown.
+    with torch.autocast(f.device.type, enabled=False):
+        return torch.bmm(f, f.transpose(1, 2)) / (c * h * w)
 
 
 def style_loss(features_fake: torch.Tensor, features_style: torch.Tensor) -> torch.Tensor:
@@ -117,8 +120,10 @@ def rgb_to_gray(x: torch.Tensor) -> torch.Tensor:
 
 def rgb_to_yuv(x: torch.Tensor) -> torch.Tensor:
     """NCHW RGB in [-1, 1] -> YUV (BT.601) of the [0, 1] image: Y in [0, 1], U and V about +-0.44 and +-0.61."""
+    x = x.to(torch.promote_types(x.dtype, torch.float32))
     m = x.new_tensor(YUV_MATRIX)
-    return torch.einsum("ij,njhw->nihw", m, (x + 1) / 2)
+    with torch.autocast(x.device.type, enabled=False):  # full precision, as in gram()
+        return torch.einsum("ij,njhw->nihw", m, (x + 1) / 2)
 
 
 def color_loss(photo: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
