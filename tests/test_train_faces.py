@@ -209,7 +209,17 @@ def test_seed_dcgan_fid_export_and_faces_cli(data: Path, tiny_config: Path, tmp_
     meta = loaded.metadata
     assert meta["kind"] == "faces" and meta["architecture"] == "dcgan" and meta["steps"] == 3
     assert "non-commercial" in meta["licence"] and meta["metrics"]["fid"] == fid_records[-1]["fid"]
-    assert (weights_dir / "tinyfaces.sliders.safetensors").is_file()
+    sliders_file = weights_dir / "tinyfaces.sliders.safetensors"
+    assert sliders_file.is_file()
+    from animegan.faces import load_sliders
+    from train.faces import export
+
+    # Re-exported from another run under the same name: the sliders are those of the new weights
+    other = tmp_path / "other"
+    assert main(_args(data, other, tiny_config, 2, "--seed", "5")) == 0
+    first = load_sliders(sliders_file).directions
+    export(other, "tinyfaces", weights_dir=weights_dir)
+    assert not torch.allclose(load_sliders(sliders_file).directions, first)
 
     faces_dir = tmp_path / "faces"
     assert cli(["faces", "--weights", "tinyfaces", "--count", "2", "--out", str(faces_dir)]) == 0

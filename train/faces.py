@@ -416,10 +416,10 @@ def export(run_dir: str | Path, name: str, weights_dir: str | Path | None = None
     folder = Path(weights_dir) if weights_dir else default_weights_dir()
     path = save_weights(folder / f"{name}.safetensors", state, metadata)
     if sliders:
-        from animegan.faces import FaceGenerator, save_sliders
+        from animegan.faces import FaceGenerator, compute_sliders, save_sliders
 
-        fg = FaceGenerator(path, device="cpu")
-        save_sliders(path.with_name(f"{name}.sliders.safetensors"), fg.sliders)
+        # Computed from these weights, never read back from a file of the same name being replaced
+        save_sliders(path.with_name(f"{name}.sliders.safetensors"), compute_sliders(FaceGenerator(path, device="cpu").net))
     return path
 
 
