@@ -55,6 +55,8 @@ def latent_for_seed(seed: int, latent_dim: int) -> torch.Tensor:
 
 def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
     """Spherical interpolation from ``a`` (t=0) to ``b`` (t=1); linear when they are parallel."""
+    if t <= 0 or t >= 1:  # exactly the seeds' latents at the ends (the sines leave a rounding error)
+        return (a if t <= 0 else b).clone()
     a64, b64 = a.double(), b.double()
     cos = torch.dot(a64 / a64.norm(), b64 / b64.norm()).clamp(-1, 1)
     omega = torch.arccos(cos)

@@ -80,14 +80,14 @@ def test_same_seed_same_face_and_seeds_differ(faces_file: Path) -> None:
 def test_interpolation_endpoints_and_path(faces_file: Path) -> None:
     fg = FaceGenerator("tiny", device="cpu")
     za, zb = fg.latent(3), fg.latent(9)
-    assert torch.equal(slerp(za, zb, 0.0), za) and torch.allclose(slerp(za, zb, 1.0), zb, atol=1e-6)
+    assert torch.equal(slerp(za, zb, 0.0), za) and torch.equal(slerp(za, zb, 1.0), zb)
     ua, ub = za / za.norm(), zb / zb.norm()
     mid = slerp(ua, ub, 0.5)  # on the unit sphere, halfway along the great circle
     assert abs(mid.norm() - 1) < 1e-5 and abs(torch.dot(mid, ua) - torch.dot(mid, ub)) < 1e-5
     assert np.array_equal(np.asarray(fg.interpolate([3, 9], 0.0)), np.asarray(fg.face(3)))
-    assert np.abs(np.asarray(fg.interpolate([3, 9], 1.0)).astype(int) - np.asarray(fg.face(9))).max() <= 1
+    assert np.array_equal(np.asarray(fg.interpolate([3, 9], 1.0)), np.asarray(fg.face(9)))
     # Through three seeds, t=0.5 is the middle seed.
-    assert np.abs(np.asarray(fg.interpolate([3, 5, 9], 0.5)).astype(int) - np.asarray(fg.face(5))).max() <= 1
+    assert np.array_equal(np.asarray(fg.interpolate([3, 5, 9], 0.5)), np.asarray(fg.face(5)))
     between = np.asarray(fg.interpolate([3, 9], 0.5))
     assert not np.array_equal(between, np.asarray(fg.face(3))) and not np.array_equal(between, np.asarray(fg.face(9)))
     with pytest.raises(AnimeGANError):
