@@ -441,16 +441,18 @@ class TrainingManager:
         return self.status(run.name)
 
     def resume(self, name: str, steps: int | None = None) -> TrainingStatus:
-        """Continue a run from its newest checkpoint, optionally up to a new total of steps."""
+        """Continue a run from its newest checkpoint, optionally up to a new total of steps.
+
+        A run stopped before its first checkpoint starts again from step 0 with its saved config
+        (the name stays taken, so this is the only way to train it further).
+        """
         from train.runs import RunFolder
 
         run = self.path(name)
         folder = RunFolder(run)
         kind = run_kind(folder.read_config())
         checkpoints = folder.checkpoints()
-        if not checkpoints:
-            raise AnimeGANError(f"run {run.name!r} has no checkpoint to resume from; start it again instead")
-        done = _checkpoint_step(checkpoints[-1]) or 0
+        done = (_checkpoint_step(checkpoints[-1]) or 0) if checkpoints else 0
         total = _positive(steps, "steps") if steps is not None else int(folder.read_config().get("steps") or 0)
         if total <= done:
             raise AnimeGANError(f"run {run.name!r} is at step {done}; set steps above {done} to train further")

@@ -180,6 +180,23 @@ def test_style_run_and_export(manager: TrainingManager, tmp_path: Path, weights_
     assert meta["preset"] == "portrait" and meta["steps"] == 4
 
 
+def test_a_run_stopped_before_its_first_checkpoint_can_be_resumed(manager: TrainingManager, tmp_path: Path) -> None:
+    from train.runs import RunFolder
+
+    data = _pngs(tmp_path / "faces", 8)
+    manager.start("faces", data, "early", _settings(4))
+    _wait("the run to finish", lambda: manager.status("early").state == "finished")
+    run = RunFolder(manager.path("early"))
+    for ckpt in run.checkpoints():  # as if it had been killed before writing one
+        ckpt.unlink()
+    with pytest.raises(AnimeGANError, match="already exists"):
+        manager.start("faces", data, "early", _settings(4))
+    manager.resume("early", steps=6)
+    done = _wait("the resumed run to finish", lambda: (s := manager.status("early")).state == "finished" and s)
+    assert done.step == 6 and [r["step"] for r in run.metrics()] == [2, 4, 6]
+    assert [p.name for p in run.checkpoints()] == ["step_00000006.pt"]
+
+
 def test_trainer_crashes_are_reported_not_raised(manager: TrainingManager, tmp_path: Path) -> None:
     bad = tmp_path / "bad"
     bad.mkdir()
