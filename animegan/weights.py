@@ -318,14 +318,30 @@ def _check_shapes(state: dict[str, torch.Tensor], reference: dict[str, torch.Ten
                                 f"the architecture needs {tuple(ref.shape)}")
 
 
+# No config of these networks has a count or size anywhere near this; a larger one in a file's
+# metadata is a damaged or hostile file (it would build millions of layers before any check).
+MAX_CONFIG_INT = 8192
+
+
 def build_from_weights(weights: LoadedWeights) -> nn.Module:
-    """Rebuild the network its metadata describes and load the tensors (shapes checked first)."""
+    """Rebuild the network its metadata describes and load the tensors (shapes checked first).
+
+    The shapes are checked on a network built on the meta device, which allocates nothing: a
+    few-hundred-byte file whose metadata asks for a giant network costs no memory. Only a
+    config whose tensors are all in the file is then built for real.
+    """
+    config = weights.metadata.get("config")
+    for key, value in (config or {}).items() if isinstance(config, dict) else ():
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) > MAX_CONFIG_INT:
+            raise AnimeGANError(f"{weights.source}: implausible architecture config ({key}={value})")
     try:
-        model = build_model(weights.architecture, weights.metadata.get("config"))
+        with torch.device("meta"):
+            skeleton = build_model(weights.architecture, config)
+        reference = skeleton.state_dict()
+        _check_shapes(weights.state_dict, reference, weights.source)
+        model = build_model(weights.architecture, config)
     except (TypeError, ValueError) as exc:
         raise AnimeGANError(f"{weights.source}: bad architecture config ({exc})") from None
-    reference = model.state_dict()
-    _check_shapes(weights.state_dict, reference, weights.source)
     model.load_state_dict({k: v.to(reference[k].dtype) for k, v in weights.state_dict.items()})
     return model.eval()
 

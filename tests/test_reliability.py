@@ -949,6 +949,24 @@ def _safetensors_of_another_architecture(tmp: Path, marker: Path):
     return (lambda: _load(path)), "do not fit the architecture"
 
 
+def _metadata_asking_for_a_giant_network(tmp: Path, marker: Path):
+    from animegan.weights import save_weights
+
+    # A few-hundred-byte file whose config asks for ~15 GB of v3 parameters (width 2048): refused by
+    # its shapes before any memory is allocated.
+    path = save_weights(tmp / "giant.safetensors", {"enc.0.weight": torch.zeros(1)},
+                        {"architecture": "animeganv3", "config": {"width": 2048, "residual_blocks": 64}})
+    return (lambda: _load(path)), "do not fit the architecture"
+
+
+def _metadata_with_absurd_counts(tmp: Path, marker: Path):
+    from animegan.weights import save_weights
+
+    path = save_weights(tmp / "absurd.safetensors", {"x": torch.zeros(1)},
+                        {"architecture": "animeganv3", "config": {"residual_blocks": 10**9}})
+    return (lambda: _load(path)), "implausible architecture config (residual_blocks=1000000000)"
+
+
 def _damaged_cached_preset_offline(tmp: Path, marker: Path):
     from animegan.fileio import file_sha256
     from animegan.weights import load_weights
@@ -990,6 +1008,8 @@ WEIGHTS_BUILDERS: dict[str, Callable[[Path, Path], tuple[Callable[[], Any], str]
     "safetensors-wrong-shapes": _safetensors_wrong_shapes,
     "safetensors-other-architecture": _safetensors_of_another_architecture,
     "cached-preset-bit-flip-offline": _damaged_cached_preset_offline,
+    "metadata-asking-for-a-giant-network": _metadata_asking_for_a_giant_network,
+    "metadata-with-absurd-counts": _metadata_with_absurd_counts,
 }
 
 
