@@ -18,11 +18,23 @@ PRECISION_ENV = "ANIMEGAN_PRECISION"  # "fp32" forces full precision everywhere;
 def pick_device(preference: str | torch.device | None = None) -> torch.device:
     """Return the device to run on: the preference if given, else CUDA, then MPS, then CPU."""
     if preference not in (None, "", "auto"):
-        device = torch.device(preference)
-        if device.type == "cuda" and not torch.cuda.is_available():
-            from .errors import AnimeGANError
+        from .errors import AnimeGANError
 
-            raise AnimeGANError(f"device {preference!r} was asked for but CUDA is not available")
+        try:
+            device = torch.device(preference)
+        except (RuntimeError, TypeError):
+            raise AnimeGANError(f"unknown device {preference!r} (use auto, cpu, cuda, cuda:N or mps)") from None
+        if device.type == "cuda":
+            if not torch.cuda.is_available():
+                raise AnimeGANError(f"device {preference!r} was asked for but CUDA is not available")
+            if device.index is not None and device.index >= torch.cuda.device_count():
+                raise AnimeGANError(f"device {preference!r}: this machine has {torch.cuda.device_count()} GPU(s)")
+        elif device.type == "mps":
+            mps = getattr(torch.backends, "mps", None)
+            if mps is None or not mps.is_available():
+                raise AnimeGANError(f"device {preference!r} was asked for but Apple MPS is not available")
+        elif device.type != "cpu":
+            raise AnimeGANError(f"device {preference!r} is not supported (use auto, cpu, cuda, cuda:N or mps)")
         return device
     if torch.cuda.is_available():
         return torch.device("cuda")

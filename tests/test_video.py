@@ -374,3 +374,13 @@ def test_cli_end_to_end(style: str, tmp_path: Path, capsys: pytest.CaptureFixtur
     assert main(["video", str(bad), "-o", str(tmp_path / "bad_out.mp4"), "--style", style]) == 2
     err = capsys.readouterr().err.strip()
     assert "not a video" in err and len(err.splitlines()) == 1 and not (tmp_path / "bad_out.mp4").exists()
+    # An output folder that is a file, a device this machine does not have: one line, exit 2, nothing written
+    (tmp_path / "afile").write_text("x")
+    for extra in (["-o", str(tmp_path / "afile" / "out.mp4")],
+                  ["-o", str(tmp_path / "dev.mp4"), "--device", "bogus"],
+                  ["-o", str(tmp_path / "dev.mp4"), "--device", "mps"]):
+        capsys.readouterr()
+        assert main(["video", str(src), "--style", style, *extra]) == 2, extra
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "dev.mp4").exists()

@@ -39,6 +39,10 @@ def main(argv: list[str] | None = None) -> int:
     except AnimeGANError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # an output folder that is a file, a full or read-only disk ...
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("cancelled", file=sys.stderr)
         return 130
