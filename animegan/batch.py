@@ -36,15 +36,35 @@ def output_path_for(source: Path, output: Path, root: Path | None, single: bool)
     return output / relative.with_suffix(suffix)
 
 
+def unique_targets(targets: Sequence[Path]) -> list[Path]:
+    """The same paths, with ``-2``, ``-3`` ... added where two inputs would write one file.
+
+    Two inputs can share a result name (``a/x.png`` and ``b/x.png`` given together, or
+    ``photo.tif`` and ``photo.bmp`` that both become ``photo.png``); the later ones get a number
+    rather than silently replacing the first.
+    """
+    taken: set[Path] = set()
+    unique = []
+    for target in targets:
+        candidate, n = target, 1
+        while candidate in taken:
+            n += 1
+            candidate = target.with_name(f"{target.stem}-{n}{target.suffix}")
+        taken.add(candidate)
+        unique.append(candidate)
+    return unique
+
+
 def save_image(image: Image.Image, path: Path) -> Path:
     """Save atomically in the format the suffix names; returns where it went (RGBA never goes to JPEG)."""
     suffix = path.suffix.lower()
-    if suffix in (".jpg", ".jpeg") and image.mode != "RGB":
+    fmt = Image.registered_extensions().get(suffix)
+    if fmt is None or fmt not in Image.SAVE or (fmt == "JPEG" and image.mode != "RGB"):
         path = path.with_suffix(".png")  # JPEG has no alpha: keep it rather than drop it
-        suffix = ".png"
+        suffix, fmt = ".png", "PNG"
     with atomic_path(path) as tmp:
-        params = {"quality": 95} if suffix in (".jpg", ".jpeg", ".webp") else {}
-        image.save(tmp, format={".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}.get(suffix, "PNG"), **params)
+        params = {"quality": 95} if fmt in ("JPEG", "WEBP") else {}
+        image.save(tmp, format=fmt, **params)
     return path
 
 
@@ -71,9 +91,9 @@ def stylize_files(inputs: Sequence[str | os.PathLike[str]], output: str | os.Pat
         else:
             raise AnimeGANError(f"{path}: no such file or folder")
     single = len(jobs) == 1 and jobs[0][1] is None
+    targets = unique_targets([output_path_for(source, output, root, single) for source, root in jobs])
     report = BatchReport()
-    for i, (source, root) in enumerate(jobs):
-        target = output_path_for(source, output, root, single)
+    for i, ((source, root), target) in enumerate(zip(jobs, targets)):
         try:
             result = stylizer(source, options, name=str(source))
             report.written.append(save_image(result, target))

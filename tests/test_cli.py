@@ -55,3 +55,26 @@ def test_clear_errors_exit_2(weights_dir: Path, tmp_path: Path) -> None:
     assert missing.returncode == 2 and "not cached" in missing.stderr
     for r in (no_style, unknown, missing):
         assert "Traceback" not in r.stderr
+
+
+def test_results_never_overwrite_each_other_and_keep_the_named_format(style: str, weights_dir: Path,
+                                                                      tmp_path: Path, monkeypatch) -> None:
+    from animegan.cli import main
+
+    monkeypatch.setenv("ANIMEGAN_WEIGHTS_DIR", str(weights_dir))
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    Image.fromarray(gradient_image(20, 16, seed=1)).save(tmp_path / "a" / "x.png")
+    Image.fromarray(gradient_image(16, 20, seed=2)).save(tmp_path / "b" / "x.png")
+    Image.fromarray(gradient_image(24, 24, seed=3)).save(tmp_path / "a" / "photo.tif")
+    Image.fromarray(gradient_image(28, 28, seed=4)).save(tmp_path / "a" / "photo.bmp")
+    out = tmp_path / "out"
+    assert main(["stylize", str(tmp_path / "a"), str(tmp_path / "b" / "x.png"), "-o", str(out), "--style", style]) == 0
+    sizes = {p.name: Image.open(p).size for p in out.iterdir()}
+    assert sizes == {"x.png": (20, 16), "x-2.png": (16, 20), "photo.png": (28, 28), "photo-2.png": (24, 24)} or \
+        sizes == {"x.png": (20, 16), "x-2.png": (16, 20), "photo.png": (24, 24), "photo-2.png": (28, 28)}
+    for suffix, fmt in ((".bmp", "BMP"), (".tif", "TIFF"), (".webp", "WEBP")):
+        target = tmp_path / f"named{suffix}"
+        assert main(["stylize", str(tmp_path / "a" / "x.png"), "-o", str(target), "--style", style]) == 0
+        with Image.open(target) as written:
+            assert written.format == fmt and written.size == (20, 16)
