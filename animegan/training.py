@@ -56,6 +56,35 @@ def runs_dir() -> Path:
     return Path(os.environ.get("ANIMEGAN_RUNS_DIR") or "runs").absolute()
 
 
+TRAINING_ENV = "ANIMEGAN_TRAINING"
+TRAINING_OFF_MESSAGE = (
+    "Training is switched off in this shared app: it would let every visitor start processes on the "
+    "server, read its folders and write its weights. Run the project on your own machine "
+    "(`pip install -r requirements.txt`, then `python app.py`), or duplicate this Space and set "
+    f"`{TRAINING_ENV}=1` (and `ANIMEGAN_DATA_ROOT` to the folder your datasets are in).")
+
+
+def training_enabled() -> bool:
+    """Whether this app may launch trainers and write weights.
+
+    Yes on a local app; no on a Hugging Face Space (``SPACE_ID`` set), where every visitor would
+    share the owner's disk, processes and token, unless the owner sets ``ANIMEGAN_TRAINING=1``.
+    ``ANIMEGAN_TRAINING=0`` switches it off anywhere.
+    """
+    value = os.environ.get(TRAINING_ENV, "").strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    return not os.environ.get("SPACE_ID")
+
+
+def require_training_enabled() -> None:
+    """AnimeGANError with the reason when this app may not train (see ``training_enabled``)."""
+    if not training_enabled():
+        raise AnimeGANError(TRAINING_OFF_MESSAGE)
+
+
 def data_root() -> Path | None:
     """``$ANIMEGAN_DATA_ROOT`` when set: the folder that every dataset named in the app must lie in.
 
@@ -424,6 +453,7 @@ class TrainingManager:
     def start(self, kind: str, data: str | os.PathLike[str], name: str,
               settings: TrainSettings | None = None) -> TrainingStatus:
         """Launch a new run; AnimeGANError when one is already training, the name is taken or the data is missing."""
+        require_training_enabled()
         kind = check_kind(kind)
         settings = settings or TrainSettings()
         run = self.path(name)
@@ -448,6 +478,7 @@ class TrainingManager:
         """
         from train.runs import RunFolder
 
+        require_training_enabled()
         run = self.path(name)
         folder = RunFolder(run)
         kind = run_kind(folder.read_config())
@@ -643,6 +674,7 @@ class TrainingManager:
         """Write the run's newest checkpoint as ``weights/WEIGHTS_NAME.safetensors`` for the app's tabs."""
         from train.runs import RunFolder
 
+        require_training_enabled()
         from .weights import weights_dir
 
         run = self.path(name)

@@ -50,3 +50,32 @@ def test_bad_upload_gets_a_message_not_a_traceback(server: str, style: str, tmp_
     with pytest.raises(AppError) as info:
         client.predict(handle_file(str(bad)), style, None, False, False, 0, api_name="/stylize")
     assert "truncated or damaged image" in str(info.value) or "not an image" in str(info.value)
+
+
+def _elem_ids(demo) -> set[str]:
+    return {c.elem_id for c in demo.blocks.values() if getattr(c, "elem_id", None)}
+
+
+def test_training_is_off_on_a_public_space_unless_its_owner_turns_it_on(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a Space every visitor would share the owner's disk, processes and token: no trainer, no writes."""
+    from animegan.errors import AnimeGANError
+    from animegan.training import TrainingManager
+    from animegan.ui import build_app
+
+    monkeypatch.delenv("ANIMEGAN_TRAINING", raising=False)
+    monkeypatch.delenv("SPACE_ID", raising=False)
+    assert "train-start" in _elem_ids(build_app())  # a local app trains
+    monkeypatch.setenv("SPACE_ID", "alice/anime-studio")
+    ids = _elem_ids(build_app())
+    assert "train-off" in ids and not {"train-start", "train-data", "train-check"} & ids
+    manager = TrainingManager(tmp_path / "runs")
+    for attempt in (lambda: manager.start("faces", tmp_path, "r"), lambda: manager.resume("r"),
+                    lambda: manager.export("r", "w")):
+        with pytest.raises(AnimeGANError, match="switched off"):
+            attempt()
+    monkeypatch.setenv("ANIMEGAN_TRAINING", "1")  # the owner of a duplicated Space turns it on
+    assert "train-start" in _elem_ids(build_app())
+    monkeypatch.delenv("SPACE_ID")
+    monkeypatch.setenv("ANIMEGAN_TRAINING", "0")
+    assert "train-off" in _elem_ids(build_app())

@@ -12,7 +12,7 @@ from PIL import Image
 
 from .. import hub
 from ..images import open_image
-from ..training import KIND_LABELS, TrainSettings, get_manager, inspect_dataset
+from ..training import KIND_LABELS, TRAINING_OFF_MESSAGE, TrainSettings, get_manager, inspect_dataset, training_enabled
 from .common import user_errors
 
 CURRENT = "@current"  # the dropdown's "whatever is training (or was last)" entry; never a run name
@@ -165,7 +165,10 @@ def switch_kind(kind: str) -> tuple[Any, ...]:
 
 
 def build_tab() -> None:
-    """Training tab components and events."""
+    """Training tab components and events (only a note where training is off, as on a public Space)."""
+    if not training_enabled():
+        gr.Markdown(TRAINING_OFF_MESSAGE, elem_id="train-off")
+        return
     gr.Markdown("Train your own anime faces or photo-to-anime style on this machine. One run trains at a time; "
                 "it keeps going if you close the page. Runs are saved in the runs folder "
                 "(`./runs`, or `$ANIMEGAN_RUNS_DIR`).")
