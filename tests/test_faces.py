@@ -212,10 +212,10 @@ def test_faces_tab_opens_with_a_face(weights_dir: Path) -> None:
     """The page-load hook fills the menu and shows the default seed's face and the A-B midpoint."""
     from animegan.ui import faces as tab
 
-    menu, face, between = tab.on_load()
+    menu, (face, between) = tab.refresh_weights(), tab.first_faces()
     assert menu["value"] is None and face is None and between is None  # no weights: nothing to show, no error
     _save_tiny(weights_dir)
-    menu, face, between = tab.on_load()
+    menu, (face, between) = tab.refresh_weights(), tab.first_faces()
     gen = FaceGenerator("tiny", device="cpu")
     assert menu["value"] == "tiny"
     assert np.array_equal(np.asarray(face), np.asarray(gen.face(tab.SEED)))
@@ -237,3 +237,12 @@ def test_the_best_fid_is_the_default_face_model(weights_dir: Path) -> None:
     expected = np.asarray(FaceGenerator("c-better", device="cpu").face(0))
     with Image.open(next(out.glob("*.png"))) as im:
         assert np.array_equal(np.asarray(im.convert("RGB")), expected)
+
+
+def test_the_first_faces_of_a_page_load_take_the_model_slot() -> None:
+    """They run the network, so they queue for the one model slot like every other face event."""
+    from animegan.ui import build_app
+    from animegan.ui.common import MODEL_SLOT
+
+    (load,) = [fn for fn in build_app().fns.values() if fn.name == "first_faces"]
+    assert load.targets[0][1] == "load" and load.queue and load.concurrency_id == MODEL_SLOT

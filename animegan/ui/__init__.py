@@ -2,7 +2,8 @@
 
 A tab module defines ``build_tab()`` and is called inside its ``gr.Tab``; it may return
 ``(fn, outputs)`` pairs to run on every page load (menus that must show weights made since the
-app started). Tabs whose module is absent from this install are left out.
+app started), outside the queue; a third item of event options (``{"queue": True, **MODEL_EVENT}``)
+sends work that runs a network through the queue's model slot instead. Tabs whose module is absent from this install are left out.
 """
 from __future__ import annotations
 
@@ -36,8 +37,9 @@ def build_app() -> gr.Blocks:
                     raise
                 with gr.Tab(label, id=module_name):
                     load_hooks = module.build_tab() or []
-                for fn, outputs in load_hooks:
-                    demo.load(fn, None, outputs, queue=False, show_progress="hidden", api_visibility="private")
+                for fn, outputs, *event in load_hooks:
+                    options = {"queue": False, "show_progress": "hidden", "api_visibility": "private"}
+                    demo.load(fn, None, outputs, **{**options, **(event[0] if event else {})})
     return demo
 
 

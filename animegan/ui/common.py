@@ -14,8 +14,9 @@ from ..limits import time_limit
 from ..weights import COMMUNITY_PRESETS, available_styles, describe, offline_styles
 
 F = TypeVar("F", bound=Callable[..., Any])
-# What a tab's build_tab() may return: functions to run on each page load, with their outputs.
-LoadHooks = list[tuple[Callable[[], Any], list[Any]]]
+# What a tab's build_tab() may return: functions to run on each page load, with their outputs
+# (and, optionally, the load event's options).
+LoadHooks = list[tuple[Any, ...]]
 
 
 def _env_number(name: str, default: float) -> float:

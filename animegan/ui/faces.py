@@ -86,16 +86,21 @@ def refresh_weights() -> Any:
     return gr.update(choices=names, value=names[0] if names else None)
 
 
-def on_load() -> tuple[Any, Image.Image | None, Image.Image | None]:
-    """Page load: the weights menu as it is now, and a first face and in-between, so the tab never opens empty."""
-    menu = refresh_weights()
-    if not menu["value"]:
-        return menu, None, None
+@gpu
+def first_faces() -> tuple[Image.Image | None, Image.Image | None]:
+    """Page load: a first face and in-between of the default weights, so the tab never opens empty.
+
+    It runs the network, so it goes through the queue's model slot and the GPU decorator like
+    every other face event (the menu itself is refreshed without the queue, by ``refresh_weights``).
+    """
+    names = face_weights()
+    if not names:
+        return None, None
     try:
-        generator = get_face_generator(menu["value"])
-        return menu, generator.face(SEED), generator.interpolate([SEED_A, SEED_B], T)
-    except AnimeGANError:  # damaged weights: the menu still loads; Generate shows the message
-        return menu, None, None
+        generator = get_face_generator(names[0])
+        return generator.face(SEED), generator.interpolate([SEED_A, SEED_B], T)
+    except AnimeGANError:  # damaged weights: the tab still loads; Generate shows the message
+        return None, None
 
 
 def build_tab() -> LoadHooks:
@@ -162,4 +167,5 @@ def build_tab() -> LoadHooks:
         n.submit(interpolation_image, between_inputs, between, show_progress="hidden", **MODEL_EVENT)
     morph_button.click(morph_file, [weights, morph_seeds, fmt, frames, *common], morph_out, **MODEL_EVENT)
     refresh.click(refresh_weights, None, weights, queue=False)
-    return [(on_load, [weights, face, between])]
+    return [(refresh_weights, [weights]),
+            (first_faces, [face, between], {"queue": True, **MODEL_EVENT})]
