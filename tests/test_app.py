@@ -79,3 +79,23 @@ def test_training_is_off_on_a_public_space_unless_its_owner_turns_it_on(
     monkeypatch.delenv("SPACE_ID")
     monkeypatch.setenv("ANIMEGAN_TRAINING", "0")
     assert "train-off" in _elem_ids(build_app())
+
+
+def test_old_results_are_pruned_from_disk(tmp_path: Path) -> None:
+    import os
+    import time
+
+    from animegan.ui import build_app
+    from animegan.ui.common import OUTPUT_MAX_AGE_S, output_dir, prune_older_than
+
+    old, new = tmp_path / "old.png", tmp_path / "new.png"
+    old.write_bytes(b"x")
+    new.write_bytes(b"y")
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    assert prune_older_than(tmp_path, 3600) == 1 and not old.exists() and new.exists()
+    stale = output_dir() / "stale-result-from-yesterday.png"
+    stale.write_bytes(b"z")
+    os.utime(stale, (time.time() - OUTPUT_MAX_AGE_S - 60,) * 2)
+    output_dir()  # each new result's folder lookup sweeps out the stale ones
+    assert not stale.exists()
+    assert build_app().delete_cache == (3600, int(OUTPUT_MAX_AGE_S))  # and Gradio's copies too

@@ -25,7 +25,11 @@ INTRO = ("# anime studio\nPhotos and videos to anime with AnimeGAN styles, anime
 
 def build_app() -> gr.Blocks:
     """Build the whole app (not launched)."""
-    with gr.Blocks(title="anime studio") as demo:
+    from .common import OUTPUT_MAX_AGE_S
+
+    # delete_cache: Gradio's copies of uploads and results go after OUTPUT_MAX_AGE_S, checked hourly
+    age = max(60, int(OUTPUT_MAX_AGE_S))
+    with gr.Blocks(title="anime studio", delete_cache=(min(3600, age), age)) as demo:
         gr.Markdown(INTRO)
         with gr.Tabs():
             for label, module_name in TABS:
@@ -55,14 +59,15 @@ def launch(**kwargs: object) -> gr.Blocks:
     """Build and serve the app. Host and port follow GRADIO_SERVER_NAME / GRADIO_SERVER_PORT.
 
     Keyword arguments go to ``Blocks.launch`` (with ``prevent_thread_lock=True`` this returns
-    the running app, which ``close()`` stops). Uploads are capped at ``common.MAX_FILE_SIZE`` and
-    per-session state at ``common.SESSION_CAPACITY`` sessions.
+    the running app, which ``close()`` stops). Uploads are capped at ``common.MAX_FILE_SIZE``,
+    per-session state at ``common.SESSION_CAPACITY`` sessions, and files kept on disk at
+    ``common.OUTPUT_MAX_AGE_S`` seconds.
     """
     from .common import MAX_FILE_SIZE, SESSION_CAPACITY
 
     demo = configure_queue(build_app())
-    options: dict[str, object] = {"max_file_size": MAX_FILE_SIZE, "show_error": True,
-                                  "state_session_capacity": SESSION_CAPACITY, "css": CSS}
+    options: dict[str, object] = {"max_file_size": MAX_FILE_SIZE, "show_error": True, "css": CSS,
+                                  "state_session_capacity": SESSION_CAPACITY}
     options.update(kwargs)
     demo.launch(**options)  # type: ignore[arg-type]
     return demo

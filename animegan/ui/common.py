@@ -4,6 +4,7 @@ from __future__ import annotations
 import functools
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
@@ -41,6 +42,8 @@ QUEUE_SIZE = int(_env_number("ANIMEGAN_QUEUE_SIZE", 64))
 # this app's ~140 components) and by default up to 10,000 sessions: gigabytes under many
 # visitors. The oldest sessions beyond this many are dropped (they fall back to the defaults).
 SESSION_CAPACITY = int(_env_number("ANIMEGAN_SESSION_CAPACITY", 200))
+# How long results, uploads and Gradio's copies of them are kept on the server's disk.
+OUTPUT_MAX_AGE_S = _env_number("ANIMEGAN_OUTPUT_MAX_AGE", 6 * 3600)
 TIME_LIMITS_S: dict[str, float] = {
     "photo": _env_number("ANIMEGAN_PHOTO_TIME_LIMIT", 120),
     "video": _env_number("ANIMEGAN_VIDEO_TIME_LIMIT", 1800),
@@ -141,7 +144,26 @@ def upload_path(payload: Any) -> str | None:
 
 
 def output_dir() -> Path:
-    """A folder under the system temp dir (which Gradio serves) for results offered as downloads."""
+    """A folder under the system temp dir (which Gradio serves) for results offered as downloads.
+
+    Results older than ``OUTPUT_MAX_AGE_S`` are removed on each call, so a server that runs for
+    weeks does not fill its disk (Gradio has copied each one into its own cache by then, which
+    ``launch()`` prunes on the same schedule).
+    """
     path = Path(tempfile.gettempdir()) / "animegan-outputs"
     path.mkdir(parents=True, exist_ok=True)
+    prune_older_than(path, OUTPUT_MAX_AGE_S)
     return path
+
+
+def prune_older_than(folder: Path, age_s: float) -> int:
+    """Delete the files in ``folder`` last changed more than ``age_s`` seconds ago; how many went."""
+    cutoff, removed = time.time() - age_s, 0
+    for entry in os.scandir(folder):
+        try:
+            if entry.is_file(follow_symlinks=False) and entry.stat().st_mtime < cutoff:
+                os.unlink(entry.path)
+                removed += 1
+        except OSError:
+            pass  # another request removed or is still writing it
+    return removed
