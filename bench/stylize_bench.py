@@ -121,7 +121,7 @@ def main() -> None:
             save_weights(Path(folder) / "bench.safetensors", build_model("animeganv2", config).state_dict(),
                          {"architecture": "animeganv2", "kind": "style", "config": config}, dtype=None)
             style = "bench"
-        project = Stylizer(style)
+        project = Stylizer(style, device=args.device)
         device = project.device
         plain = build_from_weights(load_weights(style)).to(device).float().eval()  # fp32, NCHW
 
