@@ -43,6 +43,9 @@ ID_FORM = "hub:USER/NAME[/FILE.safetensors][@REVISION]"
 _REVISION_RE = re.compile(r"^[\w.\-/]{1,200}$")
 # Keys that only make sense on the machine that trained the model (local paths).
 _PRIVATE_KEYS = ("run",)
+# Keys, at any depth, whose values are local folders: published as the folder's name alone
+# ("anime_faces"), which says what the data was without showing the trainer's disk.
+_PATH_KEYS = {"folder", "data", "photos", "anime", "eval_photos", "fid_reference"}
 
 
 # ----------------------------------------------------------------------------------------
@@ -344,9 +347,23 @@ def export_run(run_dir: Path, workdir: Path, name: str | None = None) -> Path:
     raise AnimeGANError(f"{run_dir}: not a run of train.animegan or train.faces; export it first")
 
 
+def _folder_name(path: str) -> str:
+    """'../shared/data/anime_faces/' -> 'anime_faces' (POSIX or Windows separators)."""
+    parts = [p for p in re.split(r"[\\/]", path) if p not in ("", ".", "..")]
+    return parts[-1] if parts else path
+
+
 def public_metadata(meta: dict[str, Any]) -> dict[str, Any]:
-    """The metadata to publish: everything but local-machine details (the run folder path)."""
-    return {k: v for k, v in meta.items() if k not in _PRIVATE_KEYS}
+    """The metadata to publish: no run folder path, and data folders by their names alone."""
+    def clean(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: (_folder_name(v) if k in _PATH_KEYS and isinstance(v, str) else clean(v))
+                    for k, v in value.items()}
+        if isinstance(value, list):
+            return [clean(v) for v in value]
+        return value
+
+    return clean({k: v for k, v in meta.items() if k not in _PRIVATE_KEYS})
 
 
 def prepare_upload(path_or_name: str | os.PathLike[str], folder: str | os.PathLike[str], repo: str,

@@ -392,3 +392,17 @@ def test_training_tab_offers_the_push_once_a_token_is_set(tmp_path: Path, hf_cac
         tab.push_run("tiny", "not a repo", False)
     with pytest.raises(gr.Error, match="no such run|not a run|escape|run name"):
         tab.push_run("../outside", "alice/tiny-faces", False)
+
+
+def test_published_metadata_names_data_folders_without_local_paths() -> None:
+    meta = json.loads((Path(__file__).resolve().parents[1] / "weights" / "faces64.json").read_text())
+    meta["run"] = "/home/alice/runs/faces64"
+    published = hub.public_metadata(meta)
+    text = json.dumps(published)
+    assert "shared/data" in json.dumps(meta) and "/" not in json.dumps(published["training_data"])
+    assert "run" not in published and "home/alice" not in text
+    assert published["training_data"]["folder"] == "anime_faces"
+    assert published["training_data"]["training_config"]["data"] == "anime_faces"
+    assert published["metrics"] == meta["metrics"] and published["config"] == meta["config"]
+    assert hub.public_metadata({"training_data": {"folder": "C:\\Users\\bob\\pics\\"}})["training_data"] == {
+        "folder": "pics"}
