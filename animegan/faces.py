@@ -78,6 +78,11 @@ def path_latent(latents: Sequence[torch.Tensor], t: float) -> torch.Tensor:
     return slerp(latents[i], latents[i + 1], pos - i)
 
 
+# Every frame of a morph is held in memory until it is written: these bound one request.
+MAX_MORPH_SEEDS = 64
+MAX_MORPH_FRAMES = 2400  # 100 s at 24 fps
+
+
 def parse_seeds(text: str | Sequence[int]) -> list[int]:
     """'1,5,9' or '1 5 9' or a list -> [1, 5, 9]."""
     if not isinstance(text, str):
@@ -290,6 +295,9 @@ class FaceGenerator:
     def morph_frames(self, seeds: Sequence[int], frames: int = 48, variety: float = 1.0,
                      sliders: Sequence[float] | None = None, loop: bool = False) -> np.ndarray:
         """(frames, S, S, 3) uint8 along the path (back to the first seed when ``loop``)."""
+        if len(seeds) > MAX_MORPH_SEEDS or frames > MAX_MORPH_FRAMES:
+            raise AnimeGANError(f"a morph goes through at most {MAX_MORPH_SEEDS} seeds in at most "
+                                f"{MAX_MORPH_FRAMES} frames (asked: {len(seeds)} seeds, {frames} frames)")
         loop = loop and len(seeds) > 1
         seeds = list(seeds) + ([seeds[0]] if loop else [])
         latents = [self.latent(s) for s in seeds]

@@ -150,6 +150,12 @@ def test_grid_and_morph_files(faces_file: Path, tmp_path: Path) -> None:
     assert not list(tmp_path.glob(".*part*"))  # atomic: no temporary files left
     with pytest.raises(AnimeGANError):
         fg.save_morph([1, 2], tmp_path / "m.avi")
+    # A typed list of thousands of seeds, or a huge frame count, is refused before any work
+    with pytest.raises(AnimeGANError, match="at most 64 seeds"):
+        fg.save_morph(list(range(65)), tmp_path / "big.gif")
+    with pytest.raises(AnimeGANError, match="at most 64 seeds"):
+        fg.morph_frames([1, 2], frames=100_000)
+    assert not (tmp_path / "big.gif").exists()
 
 
 def test_style_weights_are_not_a_face_generator(style: str) -> None:
