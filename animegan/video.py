@@ -517,13 +517,21 @@ def stylize_video(input_path: str | os.PathLike[str], output_path: str | os.Path
                     raise AnimeGANError(f"{source}: no frames could be decoded "
                                         f"({'empty span' if first else f'codec {info.codec} unreadable or no frames'})")
                 seconds = frames / fps
+                if expected and frames < expected - max(2, expected // 100):
+                    warnings.append(f"{source.name}: decoding stopped after {frames} of {expected} frames "
+                                    "(the file may be damaged past that point); the result is that long")
+                had_audio = info.has_audio and suffix != ".gif"
+                if had_audio:
+                    try:
+                        _mux_audio(video_tmp, str(source), first / fps, seconds, tmp)
+                    except AnimeGANError as exc:  # every frame is done: keep them, without the sound
+                        had_audio = False
+                        warnings.append(f"{source.name}: {exc}; the result has no sound")
                 if suffix == ".gif":
                     _to_gif(video_tmp, tmp)
-                elif info.has_audio:
-                    _mux_audio(video_tmp, str(source), first / fps, seconds, tmp)
-                elif suffix in (".mp4", ".m4v"):
+                elif not had_audio and suffix in (".mp4", ".m4v"):
                     os.replace(video_tmp, tmp)
-                else:  # .mov / .mkv: same stream, that container
+                elif not had_audio:  # .mov / .mkv: same stream, that container
                     _ffmpeg(["-i", str(video_tmp), "-map", "0:v:0", "-c", "copy", str(tmp)], "writing the video")
                 if _is_cancelled(cancel):
                     raise VideoCancelled(f"{source.name}: cancelled; nothing written")
@@ -531,7 +539,7 @@ def stylize_video(input_path: str | os.PathLike[str], output_path: str | os.Path
                 video_tmp.unlink(missing_ok=True)
     finally:
         reader.close()
-    return VideoResult(out_path, frames, fps, seconds, info.has_audio and suffix != ".gif",
+    return VideoResult(out_path, frames, fps, seconds, had_audio,
                        plan.out[0], plan.out[1], warnings, pipe.peak, round(pipe.model_s, 3), round(pipe.wait_s, 3))
 
 

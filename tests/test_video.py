@@ -241,6 +241,20 @@ def test_bad_inputs_give_one_line_errors(style: str, tmp_path: Path, monkeypatch
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith((".out", "out"))) == []
 
 
+def test_a_file_cut_short_gives_what_decodes_with_a_warning(style: str, tmp_path: Path) -> None:
+    """A download cut off mid-way: its header promises 30 frames; the decodable ones are kept, and said so."""
+    whole = tmp_path / "whole.avi"
+    subprocess.run([FFMPEG, "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc=size=64x48:rate=10", "-f", "lavfi",
+                    "-i", "sine=frequency=440", "-t", "3", "-c:v", "mjpeg", "-c:a", "pcm_s16le", str(whole)],
+                   check=True)
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(whole.read_bytes()[:60_000])
+    result = stylize_video(cut, tmp_path / "out.mp4", style)
+    assert 0 < result.frames < 30 and probe_video(result.path).has_audio
+    assert any(f"after {result.frames} of 30 frames" in w for w in result.warnings), result.warnings
+    assert probe_video(result.path).duration == pytest.approx(result.frames / 10, abs=0.11)
+
+
 # ----------------------------------------------------------------------------------------
 # Cancel and failure leave nothing behind
 # ----------------------------------------------------------------------------------------
