@@ -6,6 +6,7 @@ and pushes stop at the prepared folder.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import shutil
@@ -336,6 +337,47 @@ def test_pushed_folder_loads_back_through_the_hub_cache(style: str, tmp_path: Pa
     assert all(torch.equal(again.state_dict[k], original.state_dict[k]) for k in original.state_dict)
 
 
+def test_on_zerogpu_work_runs_under_spaces_gpu_and_video_ends_before_its_slot(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a stand-in for Hugging Face's ``spaces`` package (installed only on Spaces)."""
+    import sys
+    import types
+
+    from animegan import spaces_gpu
+    from animegan.ui import common
+
+    import importlib.util
+
+    if "spaces" in sys.modules or importlib.util.find_spec("spaces") is not None:
+        pytest.skip("the real spaces package is installed here")
+    calls: list[object] = []
+
+    def GPU(fn=None, *, duration=None):  # noqa: N802 - the package's own name
+        def wrap(f):
+            def run(*args, **kwargs):
+                calls.append(duration)
+                return f(*args, **kwargs)
+            return run
+        return wrap(fn) if fn is not None else wrap
+
+    sys.modules["spaces"] = types.SimpleNamespace(GPU=GPU)  # type: ignore[assignment]
+    spaces_gpu._spaces.cache_clear()
+    try:
+        assert spaces_gpu.on_spaces()
+        assert spaces_gpu.gpu(lambda x: x + 1)(1) == 2 and spaces_gpu.gpu(duration=90)(lambda: 7)() == 7
+        assert calls == [None, 90]
+        seen: list[float | None] = []
+        monkeypatch.setattr(common, "time_limit", lambda limit, what: (seen.append(limit), contextlib.nullcontext())[1])
+        monkeypatch.setitem(common.TIME_LIMITS_S, "video", 1800)
+        common.time_limited("video", gpu_duration=240)(lambda: None)()
+        common.time_limited("video")(lambda: None)()
+        assert seen == [230, 1800]
+    finally:
+        del sys.modules["spaces"]
+        spaces_gpu._spaces.cache_clear()
+    assert not spaces_gpu.on_spaces()
+
+
 def test_gpu_decorator_is_a_no_op_without_spaces() -> None:
     from animegan.spaces_gpu import gpu, on_spaces
 
@@ -406,3 +448,17 @@ def test_published_metadata_names_data_folders_without_local_paths() -> None:
     assert published["metrics"] == meta["metrics"] and published["config"] == meta["config"]
     assert hub.public_metadata({"training_data": {"folder": "C:\\Users\\bob\\pics\\"}})["training_data"] == {
         "folder": "pics"}
+
+
+def test_readme_front_matter_makes_a_gradio_space() -> None:
+    """Spaces read the README's front matter: the SDK, a Gradio version the requirements admit, the app file."""
+    import re
+
+    repo = Path(__file__).resolve().parents[1]
+    front = (repo / "README.md").read_text().split("---\n")[1]
+    fields = dict(re.findall(r"^(\w+):\s*\"?([^\"\n]*)\"?$", front, re.M))
+    assert fields["sdk"] == "gradio" and (repo / fields["app_file"]).is_file()
+    major, minor, _ = (int(x) for x in fields["sdk_version"].split("."))
+    pin = re.search(r"^gradio>=(\d+)\.(\d+),<(\d+)", (repo / "requirements.txt").read_text(), re.M)
+    assert pin and (int(pin[1]), int(pin[2])) <= (major, minor) and major < int(pin[3])
+    assert re.fullmatch(r"3\.\d+", fields["python_version"]) and len(fields["short_description"]) <= 60

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import os
 import tempfile
 import time
@@ -12,6 +13,7 @@ import gradio as gr
 
 from ..errors import AnimeGANError
 from ..limits import time_limit
+from ..spaces_gpu import on_spaces
 from ..weights import COMMUNITY_PRESETS, available_styles, describe, offline_styles
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -52,13 +54,20 @@ TIME_LIMITS_S: dict[str, float] = {
 _LIMIT_WHAT = {"photo": "stylizing the photo", "video": "stylizing the video", "faces": "making faces"}
 
 
-def time_limited(kind: str) -> Callable[[F], F]:
-    """Run the handler under ``TIME_LIMITS_S[kind]`` (read at call time); past it, a plain message."""
+def time_limited(kind: str, gpu_duration: float | None = None) -> Callable[[F], F]:
+    """Run the handler under ``TIME_LIMITS_S[kind]`` (read at call time); past it, a plain message.
+
+    ``gpu_duration`` is the ZeroGPU slot the handler's ``@gpu`` asks for: on a Space the limit
+    ends a little before it, so the visitor gets this message rather than a killed worker.
+    """
 
     def wrap(fn: F) -> F:
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            with time_limit(TIME_LIMITS_S.get(kind), _LIMIT_WHAT.get(kind, kind)):
+            limit = TIME_LIMITS_S.get(kind)
+            if gpu_duration is not None and on_spaces():
+                limit = min(limit or math.inf, max(1.0, gpu_duration - 10.0))
+            with time_limit(limit, _LIMIT_WHAT.get(kind, kind)):
                 return fn(*args, **kwargs)
 
         return wrapper  # type: ignore[return-value]

@@ -15,6 +15,9 @@ from ..video import stylize_video
 from .common import (MODEL_EVENT, LoadHooks, checked_style, no_offline_style_note, output_dir, refresh_styles,
                      style_menu, time_limited, upload_path, user_errors)
 
+# The ZeroGPU slot a video asks for (on a Space its time limit ends just before it).
+VIDEO_GPU_S = 240
+
 # One cancel flag per browser session: the Cancel button sets the flag of that session's run,
 # which the library checks between batches (Gradio cannot stop a running worker thread itself).
 # On ZeroGPU the run happens in another process, where only Gradio's `cancels=` reaches it.
@@ -48,8 +51,8 @@ def _eta(started: float, done: int, total: int) -> str:
 
 
 @user_errors
-@gpu(duration=240)
-@time_limited("video")
+@gpu(duration=VIDEO_GPU_S)
+@time_limited("video", gpu_duration=VIDEO_GPU_S)
 def run_video(video: Any, style: str | None, portrait: bool, keep_colors: bool, max_side: float,
               start: float | None, end: float | None, request: gr.Request,
               progress: gr.Progress = gr.Progress()) -> tuple[str, str]:
