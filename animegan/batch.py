@@ -93,6 +93,8 @@ def stylize_files(inputs: Sequence[str | os.PathLike[str]], output: str | os.Pat
     single = len(jobs) == 1 and jobs[0][1] is None
     targets = unique_targets([output_path_for(source, output, root, single) for source, root in jobs])
     report = BatchReport()
+    if progress is not None:
+        progress(0, len(jobs))  # the bar (and its clock) starts before the first file, not after it
     for i, ((source, root), target) in enumerate(zip(jobs, targets)):
         try:
             result = stylizer(source, options, name=str(source))

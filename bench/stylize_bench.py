@@ -1,7 +1,7 @@
 """Photo stylization: the plain way against the project's way, in one process; prints one JSON object.
 
     python bench/stylize_bench.py [--sizes 256 512 1024 1920x1080] [--repeat 3] [--device cpu]
-                                  [--style NAME_OR_FILE | --width 0.45] [--variants] [--compile]
+                                  [--style NAME_OR_FILE | --width 0.45] [--variants] [--compile] [--onnx]
 
 The plain way is eager PyTorch in float32, NCHW, calling the community AnimeGANv2 network
 (``AnimeGANv2Generator`` is it op for op and key for key) on a tensor made from the image.
@@ -10,7 +10,8 @@ The project's way is ``Stylizer.run_arrays``, which applies the device policy of
 channels_last). Both start and end at uint8 pixels; the differences are in 1/255 steps.
 
 ``--variants`` also times each tried ingredient on its own at 512x512 (channels_last alone,
-bf16 alone, torch.compile with its first-call cost); ``--compile`` adds compile to them.
+bf16 alone, torch.compile with its first-call cost); ``--compile`` adds compile to them, and
+``--onnx`` ONNX Runtime (an optional install) in fp32 with its default and our thread count.
 Without ``--style`` the network is randomly initialised (its speed does not depend on its
 weights); the input is ``examples/astronaut.jpg`` resized, so the differences are measured on
 a photo rather than on noise. ``peak`` is the best large-GEMM rate this process reaches, the
@@ -92,6 +93,28 @@ def variant_runner(model: torch.nn.Module, image: np.ndarray, device: torch.devi
     return run
 
 
+def onnx_runner(model: torch.nn.Module, image: np.ndarray, folder: str, threads: int) -> Callable[[], np.ndarray]:
+    """The fp32 network exported to ONNX and run by ONNX Runtime's CPU provider (optional dependency)."""
+    import onnxruntime as ort
+
+    path = os.path.join(folder, "stylize.onnx")
+    if not os.path.exists(path):
+        x = torch.zeros(1, 3, 64, 64)
+        axes = {"x": {2: "h", 3: "w"}, "y": {2: "h", 3: "w"}}
+        torch.onnx.export(model.float().cpu().eval(), (x,), path, input_names=["x"], output_names=["y"],
+                          dynamic_axes=axes, dynamo=False, opset_version=17)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads  # 0: ONNX Runtime's own choice
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+    def run() -> np.ndarray:
+        x = (image.astype(np.float32).transpose(2, 0, 1)[None] / 127.5 - 1).astype(np.float32)
+        y = np.clip(session.run(None, {"x": x})[0][0], -1, 1)
+        return np.round((y + 1) * 127.5).astype(np.uint8).transpose(1, 2, 0)
+    return run
+
+
 def differences(a: np.ndarray, b: np.ndarray) -> dict:
     d = np.abs(a.astype(np.int16) - b.astype(np.int16))
     return {"mean_abs_diff_255": round(float(d.mean()), 3), "max_abs_diff_255": int(d.max())}
@@ -110,6 +133,8 @@ def main() -> None:
     parser.add_argument("--width", type=float, default=1.0, help="random init at this width (0.45: a -fast student)")
     parser.add_argument("--variants", action="store_true", help="also time each ingredient alone at 512x512")
     parser.add_argument("--compile", action="store_true", help="with --variants: add torch.compile variants")
+    parser.add_argument("--onnx", action="store_true",
+                        help="with --variants: add ONNX Runtime (pip install onnxruntime onnx) on the CPU")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as folder:
@@ -162,6 +187,16 @@ def main() -> None:
                 seconds, out = timed(runner, args.repeat)
                 variants.append({"variant": name, "seconds": round(seconds, 3), "first_call_s": round(first_s, 2),
                                  **differences(reference, out)})
+            if args.onnx and device.type == "cpu":
+                for threads in (0, torch.get_num_threads()):
+                    start = time.perf_counter()
+                    runner = onnx_runner(plain, image, folder, threads)
+                    runner()
+                    first_s = time.perf_counter() - start
+                    seconds, out = timed(runner, args.repeat)
+                    variants.append({"variant": f"onnxruntime fp32, {threads or 'default'} threads",
+                                     "seconds": round(seconds, 3), "first_call_s": round(first_s, 2),
+                                     **differences(reference, out)})
 
     print(json.dumps({
         "bench": "stylize", "device": str(device), "project_dtype": str(project.dtype)[6:],

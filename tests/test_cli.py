@@ -78,3 +78,16 @@ def test_results_never_overwrite_each_other_and_keep_the_named_format(style: str
         assert main(["stylize", str(tmp_path / "a" / "x.png"), "-o", str(target), "--style", style]) == 0
         with Image.open(target) as written:
             assert written.format == fmt and written.size == (20, 16)
+
+
+def test_batch_progress_starts_before_the_first_file(style: str, weights_dir: Path, tmp_path: Path,
+                                                     monkeypatch) -> None:
+    from animegan.batch import stylize_files
+
+    monkeypatch.setenv("ANIMEGAN_WEIGHTS_DIR", str(weights_dir))
+    for i in range(2):
+        Image.fromarray(gradient_image(16, 16, seed=i)).save(tmp_path / f"p{i}.png")
+    calls: list[tuple[int, int]] = []
+    report = stylize_files([tmp_path / "p0.png", tmp_path / "p1.png"], tmp_path / "out", style,
+                           progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(0, 2), (1, 2), (2, 2)] and len(report.written) == 2

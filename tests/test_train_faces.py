@@ -98,7 +98,9 @@ def test_resume_equals_uninterrupted(straight: Path, data: Path, tiny_config: Pa
     before = (out / "status.json").read_text()
     assert main(_args(data, out, tiny_config, 3)) == 2  # a fresh run refuses a folder with checkpoints
     assert (out / "status.json").read_text() == before  # and leaves that run's status as it was
-    assert main(["--out", str(out), "--steps", "6", "--resume", "--quiet"]) == 0
+    # A resumed run keeps its config: naming other values is refused, naming the same ones is fine
+    assert main(["--out", str(out), "--steps", "6", "--resume", "--quiet", "--batch", "4"]) == 2
+    assert main(_args(data, out, tiny_config, 6, "--resume")) == 0
     _assert_same_weights(_final_state(straight), _final_state(out))
     assert [r["step"] for r in RunFolder(out).metrics()] == [2, 3, 4, 6]  # 3: the first half's last step
 

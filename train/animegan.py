@@ -150,7 +150,7 @@ class StyleTrainer:
         self.resume = resume
         self.weights = preset_weights(cfg.preset, cfg.weights)
         cuda = self.device.type == "cuda"
-        self.amp = cfg.amp and cuda
+        self.amp = cfg.amp and cuda and torch.cuda.is_bf16_supported()  # older GPUs: fp32, no loss scaling needed
         self.memory_format = torch.channels_last if cuda else torch.contiguous_format
 
         # The main process builds the smoothing cache; the others then read it.

@@ -453,6 +453,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> FaceTrainConfig:
+    return config_from_dict(asked_values(args))
+
+
+def asked_values(args: argparse.Namespace) -> dict[str, Any]:
+    """The config values the command line names: the ``--config`` file, then the flags given."""
     values: dict[str, Any] = read_config_arg(args.config) if args.config else {}
     flags = {"data": args.data, "steps": args.steps, "arch": args.arch, "image_size": args.size,
              "batch_size": args.batch, "seed": args.seed, "fid_every": args.fid_every, "fid_samples": args.fid_samples,
@@ -462,7 +467,7 @@ def config_from_args(args: argparse.Namespace) -> FaceTrainConfig:
     values.update({k: v for k, v in flags.items() if v is not None})
     if args.lr is not None:
         values["lr_g"] = values["lr_d"] = args.lr
-    return config_from_dict(values)
+    return values
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -471,6 +476,17 @@ def main(argv: list[str] | None = None) -> int:
         if args.export:  # refuse a bad name now, not after the whole run
             check_name(args.export, "weights name")
         cfg = config_from_args(args)
+        run = RunFolder(args.out)
+        if args.resume and run.config_path.is_file():  # a resumed run keeps its config; only steps may grow
+            saved = run.read_config()
+            def same(key: str, value: Any) -> bool:
+                if key == "data":
+                    return Path(str(value)).resolve() == Path(str(saved[key])).resolve()
+                return saved[key] == value
+
+            changed = sorted(k for k, v in asked_values(args).items() if k != "steps" and k in saved and not same(k, v))
+            if changed:
+                raise AnimeGANError(f"--resume keeps the run's config; these differ from it: {', '.join(changed)}")
         if args.resume and args.steps is None:
             cfg.steps = RunFolder(args.out).read_config().get("steps", cfg.steps)
         if not args.resume and not cfg.data:
