@@ -103,7 +103,7 @@ def _check_pixels(size: tuple[int, int], label: str) -> None:
 
 
 def _from_array(array: np.ndarray, label: str) -> Image.Image:
-    """uint8/uint16/float arrays, HxW, HxWx1, HxWx3 or HxWx4, RGB order."""
+    """uint8/uint16/float (0..1, or 0..255) arrays, HxW, HxWx1, HxWx3 or HxWx4, RGB order."""
     a = np.asarray(array)
     if a.ndim == 3 and a.shape[2] == 1:
         a = a[:, :, 0]
@@ -115,7 +115,14 @@ def _from_array(array: np.ndarray, label: str) -> Image.Image:
     if a.dtype == np.uint16:
         a = (a >> 8).astype(np.uint8)
     elif np.issubdtype(a.dtype, np.floating):
-        a = (np.clip(np.nan_to_num(a), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+        a = a.astype(np.float32)
+        finite = a[np.isfinite(a)]
+        top = float(finite.max()) if finite.size else 0.0
+        if top > 1.0:  # a float copy of 8-bit pixels (0..255), not the 0..1 convention
+            if top > 255.0 + 1e-3:
+                raise AnimeGANError(f"{label}: float array with values up to {top:.4g}; use 0..1 (or 0..255)")
+            a = a / 255.0
+        a = (np.clip(np.nan_to_num(a, nan=0.0, posinf=1.0, neginf=0.0), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
     elif a.dtype != np.uint8:
         a = np.clip(a, 0, 255).astype(np.uint8)
     return Image.fromarray(np.ascontiguousarray(a))

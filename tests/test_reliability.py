@@ -256,6 +256,8 @@ INPUT_CASES: dict[str, tuple[Callable[[], Any], str]] = {
     "array-two-channels": (lambda: np.zeros((4, 4, 2), np.uint8), "not an image"),
     "array-4d": (lambda: np.zeros((1, 4, 4, 3), np.uint8), "not an image"),
     "array-bool": (lambda: np.ones((5, 6), bool), "result"),
+    "array-float-0-255": (lambda: np.asarray(_rgb(), np.float32), "result"),
+    "array-float-huge": (lambda: np.asarray(_rgb(), np.float32) * 1000, "use 0..1"),
     "none": (lambda: None, "expected an image"),
     "list": (lambda: [[1, 2], [3, 4]], "expected an image"),
     "empty-string": (lambda: "", "no image given"),

@@ -178,3 +178,10 @@ def test_a_faces_model_is_not_a_style(tmp_path: Path) -> None:
     with pytest.raises(AnimeGANError, match="not a photo-to-anime style"):
         stylize(Image.new("RGB", (32, 32)), style=str(path))
     assert torch  # imported for save_weights' tensors
+
+
+def test_float_arrays_in_0_1_or_0_255_give_the_uint8_result(style: str) -> None:
+    photo = gradient_image(24, 20)
+    expected = np.asarray(stylize(photo, style=style))
+    for scaled in (photo.astype(np.float32) / 255, photo.astype(np.float64)):
+        assert np.array_equal(np.asarray(stylize(scaled, style=style)), expected)
