@@ -73,26 +73,30 @@ def stylize_files(inputs: Sequence[str | os.PathLike[str]], output: str | os.Pat
                   device: str | None = None, progress: Callable[[int, int], None] | None = None) -> BatchReport:
     """Stylize files and folders into ``output``; bad files are reported, the rest still written.
 
-    A missing input or an unusable style is an ``AnimeGANError`` before any work starts.
+    A missing input or a folder without images is reported like a bad file while the rest are
+    done; an unusable style, or nothing at all to stylize, is an ``AnimeGANError`` before any work.
     """
     output = Path(output)
     stylizer = get_stylizer(style, device)  # a bad style fails here, once, not per file
     options = StyleOptions(portrait=portrait, keep_colors=keep_colors, max_side=max_side, tile=tile)
     jobs: list[tuple[Path, Path | None]] = []
+    report = BatchReport()
     for raw in inputs:
         path = Path(raw)
         if path.is_dir():
             found = image_files([path])
             if not found:
-                raise AnimeGANError(f"{path}: folder holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+                report.failed.append((str(path), f"folder holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})"))
             jobs += [(f, path) for f in found]
         elif path.exists():
             jobs.append((path, None))
         else:
-            raise AnimeGANError(f"{path}: no such file or folder")
+            report.failed.append((str(path), "no such file or folder"))
+    if not jobs:
+        source, reason = report.failed[0] if report.failed else ("stylize", "no inputs given")
+        raise AnimeGANError(f"{source}: {reason}")
     single = len(jobs) == 1 and jobs[0][1] is None
     targets = unique_targets([output_path_for(source, output, root, single) for source, root in jobs])
-    report = BatchReport()
     if progress is not None:
         progress(0, len(jobs))  # the bar (and its clock) starts before the first file, not after it
     for i, ((source, root), target) in enumerate(zip(jobs, targets)):

@@ -91,3 +91,20 @@ def test_batch_progress_starts_before_the_first_file(style: str, weights_dir: Pa
     report = stylize_files([tmp_path / "p0.png", tmp_path / "p1.png"], tmp_path / "out", style,
                            progress=lambda done, total: calls.append((done, total)))
     assert calls == [(0, 2), (1, 2), (2, 2)] and len(report.written) == 2
+
+
+def test_a_missing_input_is_skipped_and_reported_not_fatal(style: str, weights_dir: Path, tmp_path: Path,
+                                                           monkeypatch, capsys) -> None:
+    from animegan.cli import main
+
+    monkeypatch.setenv("ANIMEGAN_WEIGHTS_DIR", str(weights_dir))
+    Image.fromarray(gradient_image(16, 16)).save(tmp_path / "ok.png")
+    (tmp_path / "empty").mkdir()
+    out = tmp_path / "out"
+    args = ["stylize", str(tmp_path / "ok.png"), str(tmp_path / "gone.jpg"), str(tmp_path / "empty"), "-o", str(out)]
+    assert main([*args, "--style", style]) == 1
+    err = capsys.readouterr().err
+    assert "gone.jpg: no such file" in err and "empty: folder holds no images" in err and "2 of 3 files failed" in err
+    assert (out / "ok.png").is_file()
+    assert main(["stylize", str(tmp_path / "gone.jpg"), "-o", str(out), "--style", style]) == 2  # nothing to do
+    assert "gone.jpg: no such file or folder" in capsys.readouterr().err
