@@ -20,6 +20,7 @@ KEEP_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
 class BatchReport:
     written: list[Path] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)  # (source, one-line reason)
+    notes: list[str] = field(default_factory=list)  # done, but worth a line (portrait mode found no face)
 
 
 def output_path_for(source: Path, output: Path, root: Path | None, single: bool) -> Path:
@@ -101,7 +102,7 @@ def stylize_files(inputs: Sequence[str | os.PathLike[str]], output: str | os.Pat
         progress(0, len(jobs))  # the bar (and its clock) starts before the first file, not after it
     for i, ((source, root), target) in enumerate(zip(jobs, targets)):
         try:
-            result = stylizer(source, options, name=str(source))
+            result = stylizer(source, options, name=str(source), notes=report.notes)
             report.written.append(save_image(result, target))
         except AnimeGANError as exc:
             report.failed.append((str(source), str(exc)))

@@ -94,23 +94,29 @@ class Stylizer:
         return list(((out + 1.0) * 127.5).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy())
 
     # -- images -------------------------------------------------------------------------
-    def __call__(self, image: ImageInput, options: StyleOptions | None = None, name: str | None = None) -> Image.Image:
-        """Stylize one image; the result has the input's size (or the portrait crop's)."""
-        return self.stylize_many([image], options, names=[name] if name else None)[0]
+    def __call__(self, image: ImageInput, options: StyleOptions | None = None, name: str | None = None,
+                 notes: list[str] | None = None) -> Image.Image:
+        """Stylize one image; the result has the input's size (or the portrait crop's).
 
-    def compare(self, image: ImageInput, options: StyleOptions | None = None,
-                name: str | None = None) -> tuple[Image.Image, Image.Image]:
+        ``notes``, when given, receives a line for each thing the user should know (portrait mode
+        that found no face, so the whole picture was stylized).
+        """
+        return self.stylize_many([image], options, names=[name] if name else None, notes=notes)[0]
+
+    def compare(self, image: ImageInput, options: StyleOptions | None = None, name: str | None = None,
+                notes: list[str] | None = None) -> tuple[Image.Image, Image.Image]:
         """(before, after) at the same size: the upright input (or its portrait crop) and its stylization."""
         options = options or StyleOptions()
-        job = self._prepare(image, options, name)
+        job = self._prepare(image, options, name, notes)
         after = job.finish(self.run_arrays([np.asarray(job.work)], tile=options.tile)[0], options)
         return finish_image(job.source, job.alpha), after
 
     def stylize_many(self, images: Sequence[ImageInput], options: StyleOptions | None = None,
-                     names: Sequence[str] | None = None, batch_size: int = 4) -> list[Image.Image]:
+                     names: Sequence[str] | None = None, batch_size: int = 4,
+                     notes: list[str] | None = None) -> list[Image.Image]:
         """Stylize several images, batching those that share a working size."""
         options = options or StyleOptions()
-        prepared = [self._prepare(img, options, names[i] if names else None) for i, img in enumerate(images)]
+        prepared = [self._prepare(img, options, names[i] if names else None, notes) for i, img in enumerate(images)]
         results: list[Image.Image | None] = [None] * len(prepared)
         by_size: dict[tuple[int, int], list[int]] = {}
         for i, item in enumerate(prepared):
@@ -123,11 +129,14 @@ class Stylizer:
                     results[i] = prepared[i].finish(out, options)
         return results  # type: ignore[return-value]
 
-    def _prepare(self, image: ImageInput, options: StyleOptions, name: str | None) -> "_Job":
+    def _prepare(self, image: ImageInput, options: StyleOptions, name: str | None,
+                 notes: list[str] | None = None) -> "_Job":
         src = prepare_image(image, name)
         rgb, alpha = src.rgb, src.alpha
         if options.portrait:
             face = largest_face(np.asarray(rgb))
+            if face is None and notes is not None:
+                notes.append(f"{name or 'image'}: no face found; the whole picture was stylized")
             if face is not None:
                 box = portrait_box(rgb.size, face)
                 rgb = rgb.crop(box).resize((PORTRAIT_SIDE, PORTRAIT_SIDE), Image.Resampling.LANCZOS)

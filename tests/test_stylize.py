@@ -125,6 +125,12 @@ def test_portrait_crops_the_face(style: str) -> None:
     # No face: the whole picture is stylized at its own size.
     flat = Image.fromarray(gradient_image(90, 70))
     assert stylize(flat, style=style, portrait=True).size == (90, 70)
+    # ... and the caller is told so
+    notes: list[str] = []
+    get_stylizer(style).compare(flat, StyleOptions(portrait=True), name="flat.png", notes=notes)
+    assert notes == ["flat.png: no face found; the whole picture was stylized"]
+    get_stylizer(style).compare(photo, StyleOptions(portrait=True), notes=notes)
+    assert len(notes) == 1
 
 
 @pytest.mark.parametrize("kind", ["empty", "truncated", "text", "missing", "folder"])

@@ -34,6 +34,8 @@ def run(args: argparse.Namespace) -> int:
         progress.close()
     for path in report.written:
         print(path)
+    for note in report.notes:
+        print(f"note: {note}", file=sys.stderr)
     for source, message in report.failed:
         print(f"skipped {source}: {message}", file=sys.stderr)
     if report.failed:

@@ -35,7 +35,10 @@ def run_photo(photo: Any, style: str | None, weights_file: Any, portrait: bool, 
     stylizer = get_stylizer(chosen)
     progress(0.3, desc="stylizing")
     options = StyleOptions(portrait=bool(portrait), keep_colors=bool(keep_colors), max_side=int(max_side or 0) or None)
-    before, after = stylizer.compare(path, options, name=Path(path).name)
+    notes: list[str] = []
+    before, after = stylizer.compare(path, options, name=Path(path).name, notes=notes)
+    for note in notes:
+        gr.Warning(note)
     saved = save_image(after, output_dir() / f"{Path(path).stem}_anime_{uuid.uuid4().hex[:8]}.png")
     return (before, after), str(saved)
 
