@@ -3,7 +3,8 @@
 A tab module defines ``build_tab()`` and is called inside its ``gr.Tab``; it may return
 ``(fn, outputs)`` pairs to run on every page load (menus that must show weights made since the
 app started), outside the queue; a third item of event options (``{"queue": True, **MODEL_EVENT}``)
-sends work that runs a network through the queue's model slot instead. Tabs whose module is absent from this install are left out.
+sends work that runs a network through the queue's model slot instead. Tabs whose module is
+absent from this install are left out.
 """
 from __future__ import annotations
 

@@ -157,7 +157,7 @@ def output_dir() -> Path:
 
     Results older than ``OUTPUT_MAX_AGE_S`` are removed on each call, so a server that runs for
     weeks does not fill its disk (Gradio has copied each one into its own cache by then, which
-    ``launch()`` prunes on the same schedule).
+    the ``delete_cache`` that ``build_app()`` sets prunes on the same schedule).
     """
     path = Path(tempfile.gettempdir()) / "animegan-outputs"
     path.mkdir(parents=True, exist_ok=True)
