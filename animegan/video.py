@@ -100,6 +100,11 @@ def ffmpeg_exe() -> str:
 
 
 _IMAGE_FORMATS = ("image2", "_pipe")  # ffmpeg demuxers of still images (jpeg_pipe, png_pipe ...)
+# The only demuxers ffmpeg may use on an input: the containers videos come in, and the image ones
+# (so a photo gets the "still image" message). Playlists and concat lists (hls, concat, ...) are
+# left out: they make ffmpeg open the other files or URLs they name.
+VIDEO_DEMUXERS = ("mov,matroska,webm,avi,flv,mpegts,mpeg,ogg,asf,gif,h264,hevc,m4v,ivf,mxf,dv,"
+                  "image2,png_pipe,jpeg_pipe,webp_pipe,bmp_pipe,tiff_pipe")
 
 
 def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
@@ -114,7 +119,8 @@ def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
     if path.stat().st_size == 0:
         raise AnimeGANError(f"{path}: empty file")
     try:
-        proc = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(path)],
+        proc = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-format_whitelist", VIDEO_DEMUXERS,
+                               "-i", str(path)],
                               capture_output=True, text=True, errors="replace", timeout=PROBE_TIMEOUT_S)
     except subprocess.TimeoutExpired:  # a header probe never needs this long: the file is hostile or stalled
         raise AnimeGANError(f"{path}: reading the video's header took over {PROBE_TIMEOUT_S} s; "

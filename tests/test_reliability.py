@@ -513,6 +513,14 @@ def _no_frames(folder: Path) -> Path:
     return path
 
 
+def _playlist(folder: Path) -> Path:
+    """An HLS playlist naming another file on the machine: ffmpeg would open and read it."""
+    segment = _video("secret.ts", *_SRC, "-t", "0.5", *_H264)(folder)
+    path = folder / "list.m3u8"
+    path.write_text(f"#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXTINF:0.5,\n{segment}\n#EXT-X-ENDLIST\n")
+    return path
+
+
 def _fifo_video(folder: Path) -> Path:
     path = folder / "pipe.mp4"
     os.mkfifo(path)
@@ -551,6 +559,7 @@ VIDEO_CASES: dict[str, VideoCase] = {
     "over-8k-frame": VideoCase(_video("huge.avi", "-f", "lavfi", "-i", "color=black:s=8200x4100", "-frames:v", "1",
                                       "-c:v", "mjpeg"), "too large"),
     "named-pipe": VideoCase(_fifo_video, "not a regular file"),
+    "playlist-naming-a-local-file": VideoCase(_playlist, "not a video file"),
     "folder": VideoCase(lambda t: (t / "clip.mp4").mkdir() or t / "clip.mp4", "is a folder"),
 }
 
