@@ -41,6 +41,10 @@ EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
 FACE_GRID_SEEDS = tuple(range(16))
 ID_FORM = "hub:USER/NAME[/FILE.safetensors][@REVISION]"
 _REVISION_RE = re.compile(r"^[\w.\-/]{1,200}$")
+# The largest files a hub: id may make this app download. The project's generators are a few MB
+# (fp16 AnimeGANv2: 4.3 MB); a 1 GiB safetensors is far past any of them.
+MAX_WEIGHTS_BYTES = 1 << 30
+MAX_SIDE_FILE_BYTES = 16 << 20  # model.json, the sliders file
 # Keys that only make sense on the machine that trained the model (local paths).
 _PRIVATE_KEYS = ("run",)
 # Keys, at any depth, whose values are local folders: published as the folder's name alone
@@ -138,13 +142,35 @@ def _offline() -> bool:
     return offline() or constants.is_offline_mode()
 
 
+def _check_size(hid: HubId, filename: str, revision: str | None) -> None:
+    """Refuse a file that is not cached yet and is larger than any model of this project could be.
+
+    One HEAD request (``get_hf_file_metadata``) before the download: a typed ``hub:`` id on a
+    shared app must not make the server fetch gigabytes.
+    """
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url, try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(hid.repo_id, filename, cache_dir=hub_cache_dir(), revision=revision), str):
+        return
+    limit = MAX_WEIGHTS_BYTES if filename.endswith(".safetensors") else MAX_SIDE_FILE_BYTES
+    try:
+        size = get_hf_file_metadata(hf_hub_url(hid.repo_id, filename, revision=revision)).size
+    except Exception:  # unreachable, no such repo or file ...: the download itself says which, clearly
+        return
+    if size is not None and size > limit:
+        raise AnimeGANError(f"{hid}: {filename} is {size / 2**20:,.0f} MiB, more than the {limit / 2**20:,.0f} MiB "
+                            "a model of this project can need; not downloaded")
+
+
 def _download(hid: HubId, filename: str, revision: str | None, optional: bool = False) -> Path | None:
-    """One file through hf_hub_download; None for an optional file the repo does not have."""
+    """One file through hf_hub_download (its size checked first); None for an optional file the repo lacks."""
     from huggingface_hub import hf_hub_download
     from huggingface_hub import errors as hf
 
     local_only = _offline()
     try:
+        if not local_only:
+            _check_size(hid, filename, revision)
         return Path(hf_hub_download(hid.repo_id, filename, revision=revision, cache_dir=hub_cache_dir(),
                                     local_files_only=local_only, library_name=LIBRARY_NAME))
     except hf.GatedRepoError:

@@ -462,3 +462,38 @@ def test_readme_front_matter_makes_a_gradio_space() -> None:
     pin = re.search(r"^gradio>=(\d+)\.(\d+),<(\d+)", (repo / "requirements.txt").read_text(), re.M)
     assert pin and (int(pin[1]), int(pin[2])) <= (major, minor) and major < int(pin[3])
     assert re.fullmatch(r"3\.\d+", fields["python_version"]) and len(fields["short_description"]) <= 60
+
+
+def test_a_hub_file_too_large_for_any_model_is_never_downloaded(hf_cache: Path, tmp_path: Path, no_network: None,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A typed hub: id on a shared app must not make the server fetch gigabytes (sizes asked with one HEAD)."""
+    import types
+
+    import huggingface_hub
+
+    import huggingface_hub.constants as hfc
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("ANIMEGAN_OFFLINE", raising=False)
+    monkeypatch.setattr(hfc, "HF_HUB_OFFLINE", False)  # read once at import: the suite runs offline
+    meta_file = tmp_path / "model.json"
+    meta_file.write_text(json.dumps({"format": "animegan-weights/1", "kind": "style", "architecture": "animeganv2"}))
+    sizes = {"model.json": meta_file.stat().st_size, "model.safetensors": 5 << 30}
+    fetched: list[str] = []
+
+    def head(url: str, **kwargs):
+        return types.SimpleNamespace(size=sizes[url.rsplit("/", 1)[-1]])
+
+    def download(repo_id: str, filename: str, **kwargs) -> str:
+        fetched.append(filename)
+        assert filename == "model.json", f"{filename} was downloaded"
+        return str(meta_file)
+
+    monkeypatch.setattr(huggingface_hub, "get_hf_file_metadata", head)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
+    with pytest.raises(AnimeGANError, match="model.safetensors is 5,120 MiB, more than the 1,024 MiB"):
+        hub.hub_weights_path("hub:alice/huge")
+    assert fetched == ["model.json"]
+    sizes["model.json"] = 100 << 20  # an oversized metadata file is refused too
+    with pytest.raises(AnimeGANError, match="model.json is 100 MiB"):
+        hub.hub_weights_path("hub:alice/huge")
