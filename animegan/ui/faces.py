@@ -131,7 +131,7 @@ def build_tab() -> LoadHooks:
             grid_start = gr.Number(value=0, precision=0, minimum=0, label="First seed")
             grid_count = gr.Slider(1, 64, value=16, step=1, label="Faces")
             grid_button = gr.Button("Make grid", elem_id="faces-grid-run")
-        grid = gr.Image(label="Grid", type="pil", format="png", elem_id="faces-grid")
+        grid = gr.Image(label="Grid", type="pil", format="png", height=560, elem_id="faces-grid")
     with gr.Accordion("Interpolate and morph", open=True):
         with gr.Row():
             seed_a = gr.Number(value=SEED_A, precision=0, minimum=0, label="Seed A")
