@@ -419,7 +419,8 @@ def export(run_dir: str | Path, name: str, weights_dir: str | Path | None = None
         from animegan.faces import FaceGenerator, compute_sliders, save_sliders
 
         # Computed from these weights, never read back from a file of the same name being replaced
-        save_sliders(path.with_name(f"{name}.sliders.safetensors"), compute_sliders(FaceGenerator(path, device="cpu").net))
+        directions = compute_sliders(FaceGenerator(path, device="cpu").net)
+        save_sliders(path.with_name(f"{name}.sliders.safetensors"), directions)
     return path
 
 
@@ -470,6 +471,16 @@ def asked_values(args: argparse.Namespace) -> dict[str, Any]:
     return values
 
 
+def config_changes(saved: dict[str, Any], asked: dict[str, Any]) -> list[str]:
+    """The keys ``asked`` sets to other values than the run's saved config (steps may always grow)."""
+    def same(key: str, value: Any) -> bool:
+        if key == "data":  # the same folder, however it is written
+            return Path(str(value)).resolve() == Path(str(saved[key])).resolve()
+        return saved[key] == value
+
+    return sorted(k for k, v in asked.items() if k != "steps" and k in saved and not same(k, v))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -478,17 +489,11 @@ def main(argv: list[str] | None = None) -> int:
         cfg = config_from_args(args)
         run = RunFolder(args.out)
         if args.resume and run.config_path.is_file():  # a resumed run keeps its config; only steps may grow
-            saved = run.read_config()
-            def same(key: str, value: Any) -> bool:
-                if key == "data":
-                    return Path(str(value)).resolve() == Path(str(saved[key])).resolve()
-                return saved[key] == value
-
-            changed = sorted(k for k, v in asked_values(args).items() if k != "steps" and k in saved and not same(k, v))
+            changed = config_changes(run.read_config(), asked_values(args))
             if changed:
                 raise AnimeGANError(f"--resume keeps the run's config; these differ from it: {', '.join(changed)}")
         if args.resume and args.steps is None:
-            cfg.steps = RunFolder(args.out).read_config().get("steps", cfg.steps)
+            cfg.steps = run.read_config().get("steps", cfg.steps)
         if not args.resume and not cfg.data:
             raise AnimeGANError("pass --data DIR (a folder of face images)")
         return train(cfg, args.out, resume=args.resume, device=args.device, export_name=args.export,
