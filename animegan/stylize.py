@@ -135,9 +135,10 @@ class Stylizer:
         rgb, alpha = src.rgb, src.alpha
         if options.portrait:
             face = largest_face(np.asarray(rgb))
-            if face is None and notes is not None:
-                notes.append(f"{name or 'image'}: no face found; the whole picture was stylized")
-            if face is not None:
+            if face is None:
+                if notes is not None:
+                    notes.append(f"{name or 'image'}: no face found; the whole picture was stylized")
+            else:
                 box = portrait_box(rgb.size, face)
                 rgb = rgb.crop(box).resize((PORTRAIT_SIDE, PORTRAIT_SIDE), Image.Resampling.LANCZOS)
                 alpha = alpha.crop(box).resize(rgb.size, Image.Resampling.LANCZOS) if alpha is not None else None

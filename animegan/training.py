@@ -674,9 +674,9 @@ class TrainingManager:
         """Write the run's newest checkpoint as ``weights/WEIGHTS_NAME.safetensors`` for the app's tabs."""
         from train.runs import RunFolder
 
-        require_training_enabled()
         from .weights import weights_dir
 
+        require_training_enabled()
         run = self.path(name)
         weights_name = check_name(weights_name, "weights name")
         kind = run_kind(RunFolder(run).read_config())

@@ -331,7 +331,8 @@ def build_from_weights(weights: LoadedWeights) -> nn.Module:
     config whose tensors are all in the file is then built for real.
     """
     config = weights.metadata.get("config")
-    for key, value in (config or {}).items() if isinstance(config, dict) else ():
+    numbers = config.items() if isinstance(config, dict) else ()
+    for key, value in numbers:
         if isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) > MAX_CONFIG_INT:
             raise AnimeGANError(f"{weights.source}: implausible architecture config ({key}={value})")
     try:

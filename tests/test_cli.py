@@ -57,11 +57,9 @@ def test_clear_errors_exit_2(weights_dir: Path, tmp_path: Path) -> None:
         assert "Traceback" not in r.stderr
 
 
-def test_results_never_overwrite_each_other_and_keep_the_named_format(style: str, weights_dir: Path,
-                                                                      tmp_path: Path, monkeypatch) -> None:
+def test_results_never_overwrite_each_other_and_keep_the_named_format(style: str, tmp_path: Path) -> None:
     from animegan.cli import main
 
-    monkeypatch.setenv("ANIMEGAN_WEIGHTS_DIR", str(weights_dir))
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     Image.fromarray(gradient_image(20, 16, seed=1)).save(tmp_path / "a" / "x.png")
@@ -80,11 +78,9 @@ def test_results_never_overwrite_each_other_and_keep_the_named_format(style: str
             assert written.format == fmt and written.size == (20, 16)
 
 
-def test_batch_progress_starts_before_the_first_file(style: str, weights_dir: Path, tmp_path: Path,
-                                                     monkeypatch) -> None:
+def test_batch_progress_starts_before_the_first_file(style: str, tmp_path: Path) -> None:
     from animegan.batch import stylize_files
 
-    monkeypatch.setenv("ANIMEGAN_WEIGHTS_DIR", str(weights_dir))
     for i in range(2):
         Image.fromarray(gradient_image(16, 16, seed=i)).save(tmp_path / f"p{i}.png")
     calls: list[tuple[int, int]] = []
@@ -93,11 +89,9 @@ def test_batch_progress_starts_before_the_first_file(style: str, weights_dir: Pa
     assert calls == [(0, 2), (1, 2), (2, 2)] and len(report.written) == 2
 
 
-def test_a_missing_input_is_skipped_and_reported_not_fatal(style: str, weights_dir: Path, tmp_path: Path,
-                                                           monkeypatch, capsys) -> None:
+def test_a_missing_input_is_skipped_and_reported_not_fatal(style: str, tmp_path: Path, capsys) -> None:
     from animegan.cli import main
 
-    monkeypatch.setenv("ANIMEGAN_WEIGHTS_DIR", str(weights_dir))
     Image.fromarray(gradient_image(16, 16)).save(tmp_path / "ok.png")
     (tmp_path / "empty").mkdir()
     out = tmp_path / "out"
