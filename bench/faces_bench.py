@@ -8,7 +8,9 @@ default widths: the plain way (an eager fp32 NCHW call of the network, as the se
 the project's ``FaceGenerator`` (seed -> latent -> PIL, the device policy), with their ratio
 and largest pixel difference. Throughput: training
 images/s of ``train.faces`` on a small made-up folder (median of the logged intervals after
-the first, which pays for start-up).
+the first, which pays for start-up), the plain way (``amp`` and ``channels_last`` off: fp32
+NCHW) against the trainer's default fast path (train/precision.py), from the same seed on the
+same data, with the largest difference between the two runs' final sample grids.
 """
 from __future__ import annotations
 
@@ -66,14 +68,25 @@ def latency(variant: str, size: int, device: str, repeats: int = 20) -> dict:
 
 
 def throughput(variant: str, size: int, batch: int, steps: int, device: str, data: Path, out: Path) -> dict:
+    """Trainer images/s, the plain way against the fast path, and how far apart their samples end."""
     from train.faces import FaceTrainConfig, train
     from train.runs import RunFolder
 
-    cfg = FaceTrainConfig(data=str(data), arch=variant, image_size=size, batch_size=batch, steps=steps,
-                          log_every=2, sample_every=10**9, checkpoint_every=10**9)
-    train(cfg, out, device=device, verbose=False)
-    rates = [r["images_per_s"] for r in RunFolder(out).metrics()][1:] or [0.0]
-    return {"images_per_s": round(statistics.median(rates), 1), "batch": batch, "size": size}
+    rates, grids, precision = {}, {}, ""
+    for way, fast in (("plain", False), ("project", True)):
+        cfg = FaceTrainConfig(data=str(data), arch=variant, image_size=size, batch_size=batch, steps=steps,
+                              log_every=2, sample_every=10**9, checkpoint_every=10**9, amp=fast, channels_last=fast)
+        run = RunFolder(out / way)
+        train(cfg, run.path, device=device, verbose=False)
+        logged = [r["images_per_s"] for r in run.metrics()][1:] or [0.0]
+        rates[way] = statistics.median(logged)
+        grids[way] = np.asarray(Image.open(run.samples()[-1]).convert("RGB"), dtype=np.int16)
+        precision = run.read_status().get("precision", "")
+    diff = np.abs(grids["plain"] - grids["project"])
+    return {"plain_images_per_s": round(rates["plain"], 1), "project_images_per_s": round(rates["project"], 1),
+            "speedup": round(rates["project"] / max(rates["plain"], 1e-9), 2), "project_precision": precision,
+            "sample_mean_abs_diff_255": round(float(diff.mean()), 2), "sample_max_abs_diff_255": int(diff.max()),
+            "batch": batch, "size": size, "steps": steps}
 
 
 def main() -> None:

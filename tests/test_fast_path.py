@@ -105,3 +105,122 @@ def test_slim_generator_keeps_the_keys_and_sizes_with_over_4x_fewer_flops(size: 
         assert slim(torch.zeros(1, 3, *size)).shape == (1, 3, *size)
     with pytest.raises(ValueError):
         build_model("animeganv2", {"width": 0})
+
+
+# -- the trainers' fast path (train/precision.py) ---------------------------------------------
+
+def test_train_precision_policy(monkeypatch: pytest.MonkeyPatch) -> None:
+    from train import precision as tp
+
+    monkeypatch.delenv(policy.PRECISION_ENV, raising=False)
+    cpu = torch.device("cpu")
+    for native in (True, False):
+        monkeypatch.setattr(tp, "cpu_has_native_bf16", lambda native=native: native)
+        fast = tp.train_precision(cpu)
+        assert fast.dtype == (torch.bfloat16 if native else None)
+        assert fast.memory_format == torch.channels_last
+    assert tp.train_precision(cpu).describe() == "fp32, channels_last"
+    monkeypatch.setattr(tp, "cpu_has_native_bf16", lambda: True)
+    assert tp.train_precision(cpu).describe() == "bf16 autocast, channels_last"
+    assert tp.train_precision(cpu, amp=False, channels_last=False).describe() == "fp32, NCHW"
+    assert tp.train_precision(torch.device("mps")).describe() == "fp32, NCHW"  # untried there: the plain way
+    monkeypatch.setenv(policy.PRECISION_ENV, "fp32")
+    assert tp.train_precision(cpu).dtype is None
+    monkeypatch.delenv(policy.PRECISION_ENV)
+    conv = torch.nn.Conv2d(3, 4, 3)
+    with tp.train_precision(cpu).autocast():
+        assert conv(torch.zeros(1, 3, 8, 8)).dtype == torch.bfloat16
+    assert not tp.train_precision(cpu).needs_grad_scaler
+
+
+def _cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(torch.nn.functional.cosine_similarity(a.double(), b.double(), dim=0))
+
+
+@pytest.mark.parametrize("recipe", ["v2", "v3"])
+def test_style_trainer_fast_step_computes_the_plain_step(recipe: str, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Same weights, same batch: bf16 channels_last gives the fp32 NCHW losses and gradients, up to rounding."""
+    from PIL import Image
+
+    from train import precision as tp
+    from train.animegan import StyleTrainConfig, StyleTrainer
+
+    monkeypatch.delenv(policy.PRECISION_ENV, raising=False)
+    monkeypatch.setattr(tp, "cpu_has_native_bf16", lambda: True)  # bf16 on any CPU (emulated where not native)
+    data = tmp_path / "ds"
+    for kind in ("real_images", "anime_images"):
+        (data / kind).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(gradient_image(40, 40, seed=i + (9 if kind == "anime_images" else 0))).save(
+                data / kind / f"{i}.png")
+    steps = {}
+    for way, fast in (("plain", False), ("layout", None), ("fast", True)):
+        cfg = StyleTrainConfig.from_dict(dict(
+            data=str(data), recipe=recipe, size=32, batch=2, init_steps=0, d_every=1, val_photos=1,
+            perceptual_min_side=64, superpixels=16, amp=bool(fast), channels_last=fast is not False))
+        trainer = StyleTrainer(cfg, tmp_path / way, quiet=True)
+        assert trainer.precision.describe() == {"plain": "fp32, NCHW", "layout": "fp32, channels_last",
+                                                "fast": "bf16 autocast, channels_last"}[way]
+        conv = next(m for m in trainer.generator.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3))
+        assert conv.weight.is_contiguous(memory_format=torch.channels_last) == (fast is not False)
+        losses = trainer.train_step(0)  # a D update, then G's losses and gradients
+        grads = torch.cat([p.grad.flatten() for p in trainer.generator.parameters()])
+        steps[way] = losses, grads
+    plain_losses, plain_grads = steps["plain"]
+    for way, tolerance, min_cosine in (("layout", 1e-4, 0.999), ("fast", 5e-2, 0.75)):
+        losses, grads = steps[way]
+        for name, value in plain_losses.items():
+            assert value == pytest.approx(losses[name], rel=tolerance, abs=1e-3), (way, name)
+        assert _cosine(plain_grads, grads) > min_cosine, way
+    assert _cosine(plain_grads, steps["fast"][1]) < 0.99999  # it really ran in bf16
+
+
+def test_face_trainer_fast_path_trains_like_the_plain_way(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from PIL import Image
+
+    from train import precision as tp
+    from train.faces import FaceTrainConfig, train
+    from train.runs import RunFolder
+
+    monkeypatch.delenv(policy.PRECISION_ENV, raising=False)
+    monkeypatch.setattr(tp, "cpu_has_native_bf16", lambda: True)
+    data = tmp_path / "faces"
+    data.mkdir()
+    for i in range(8):
+        Image.fromarray(gradient_image(32, 32, seed=i)).save(data / f"{i}.png")
+    runs = {}
+    for fast in (False, True):
+        cfg = FaceTrainConfig(data=str(data), arch="dcgan_improved", image_size=32, g_width=8, d_width=8, batch_size=8,
+                              steps=2, log_every=1, sample_count=4, amp=fast, channels_last=fast)
+        train(cfg, tmp_path / f"run{fast}", device="cpu", verbose=False)
+        runs[fast] = RunFolder(tmp_path / f"run{fast}")
+    assert runs[True].read_status()["precision"] == "bf16 autocast, channels_last"
+    assert runs[False].read_status()["precision"] == "fp32, NCHW"
+    for plain, fast in zip(runs[False].metrics(), runs[True].metrics(), strict=True):
+        assert fast["loss_D"] == pytest.approx(plain["loss_D"], rel=1e-2)
+        assert fast["loss_G"] == pytest.approx(plain["loss_G"], rel=1e-2, abs=2e-3)
+    grids = [np.asarray(Image.open(r.samples()[-1]), dtype=np.int16) for r in (runs[False], runs[True])]
+    assert grids[0].std() > 1  # generated pictures, not a flat field
+    assert np.abs(grids[0] - grids[1]).mean() <= 2.0
+
+
+def test_trainer_cli_fp32_flag_trains_the_plain_precision(tmp_path: Path) -> None:
+    import json
+
+    from PIL import Image
+
+    from train.faces import main
+    from train.runs import RunFolder
+
+    data = tmp_path / "faces"
+    data.mkdir()
+    for i in range(4):
+        Image.fromarray(gradient_image(16, 16, seed=i)).save(data / f"{i}.png")
+    config = json.dumps({"image_size": 16, "g_width": 4, "d_width": 4, "batch_size": 4, "sample_count": 4})
+    out = tmp_path / "run"
+    assert main(["--data", str(data), "--out", str(out), "--steps", "1", "--config", config, "--fp32",
+                 "--device", "cpu", "--quiet"]) == 0
+    run = RunFolder(out)
+    assert run.read_config()["amp"] is False
+    assert run.read_status()["precision"] == "fp32, channels_last"

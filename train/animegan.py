@@ -37,6 +37,7 @@ from .losses import (GAN_LOSSES, PRESETS, color_loss, content_loss, d_adv_loss, 
                      gray_style_loss, preset_weights, region_smoothing_loss, revision_target, style_loss,
                      superpixel_average, tv_loss)
 from .perceptual import Perceptual
+from .precision import train_precision
 from .runs import (GracefulStop, RunFolder, image_rows_grid, read_config_arg, rng_state, set_rng_state,
                    step_generator)
 from .style_data import StyleBatch, StyleData
@@ -80,7 +81,8 @@ class StyleTrainConfig:
     sample_every: int = 500
     checkpoint_every: int = 1000
     keep_checkpoints: int = 3
-    amp: bool = True  # bfloat16 autocast, on CUDA only
+    amp: bool = True  # bfloat16 autocast where the device has it natively (train/precision.py)
+    channels_last: bool = True
     device: str = "auto"
 
     @classmethod
@@ -150,8 +152,9 @@ class StyleTrainer:
         self.resume = resume
         self.weights = preset_weights(cfg.preset, cfg.weights)
         cuda = self.device.type == "cuda"
-        self.amp = cfg.amp and cuda and torch.cuda.is_bf16_supported()  # older GPUs: fp32, no loss scaling needed
-        self.memory_format = torch.channels_last if cuda else torch.contiguous_format
+        # Older GPUs train in fp32: no fp16 fallback, so no loss scaling to get right.
+        self.precision = train_precision(self.device, cfg.amp, cfg.channels_last)
+        self.memory_format = self.precision.memory_format
 
         # The main process builds the smoothing cache; the others then read it.
         if not self.dist.is_main:
@@ -166,7 +169,7 @@ class StyleTrainer:
         self.discriminator = build_model("patch_discriminator", cfg.discriminator).to(
             self.device, memory_format=self.memory_format)
         self.perceptual = Perceptual(cfg.perceptual, self.device, cfg.perceptual_min_side, cfg.inception_layer,
-                                     cfg.perceptual_scale or None)
+                                     cfg.perceptual_scale or None).to(memory_format=self.memory_format)
         betas = tuple(cfg.betas)
         self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=cfg.lr_init, betas=betas)
         self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=cfg.lr_g * cfg.d_lr_ratio, betas=betas)
@@ -183,9 +186,7 @@ class StyleTrainer:
 
     # -- helpers ------------------------------------------------------------------------
     def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.amp:
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        return self.precision.autocast()
 
     def _feat(self, x: torch.Tensor) -> torch.Tensor:
         return self.perceptual(x).float()
@@ -411,6 +412,7 @@ class StyleTrainer:
         record["perceptual_network"] = self.perceptual.name
         record["data_description"] = self.data.describe()
         record["world_size"] = self.dist.world_size
+        record["precision"] = self.precision.describe()
         return record
 
 
@@ -490,6 +492,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-every", type=int, dest="log_every")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:1 ...")
     p.add_argument("--seed", type=int)
+    p.add_argument("--fp32", action="store_true", default=None,
+                   help="no bf16 autocast, even where the device has it (the plain, slower way)")
     p.add_argument("--export", metavar="NAME", help="when done, save the generator as weights/NAME.safetensors")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
@@ -510,6 +514,8 @@ def config_from_args(args: argparse.Namespace) -> StyleTrainConfig:
     flags = {k: getattr(args, k) for k in ("data", "steps", "preset", "recipe", "size", "batch", "init_steps",
                                            "sample_every", "checkpoint_every", "log_every", "device", "seed")
              if getattr(args, k) is not None}
+    if getattr(args, "fp32", None):
+        flags["amp"] = False
     extra = read_config_arg(args.config) if args.config else {}
     if resuming:
         changed = [k for k, v in {**extra, **flags}.items()
@@ -538,7 +544,8 @@ def main(argv: list[str] | None = None) -> int:
                   "content-only reconstruction phase", file=sys.stderr, flush=True)
         if dist.is_main and not args.quiet:
             print(f"{trainer.data.describe()}; perceptual network {trainer.perceptual.name}; "
-                  f"{cfg.recipe} recipe, {cfg.preset} preset; device {dist.device}", flush=True)
+                  f"{cfg.recipe} recipe, {cfg.preset} preset; device {dist.device} ({trainer.precision.describe()})",
+                  flush=True)
         state = trainer.run()
         if dist.is_main and args.export and state == "finished":
             path = export_style(args.out, args.export)

@@ -37,6 +37,7 @@ from animegan.names import check_name
 
 from .animegan import threading_main
 from .perceptual import Perceptual
+from .precision import train_precision
 from .runs import (GracefulStop, RunFolder, image_rows_grid, read_config_arg, rng_state, set_rng_state,
                    step_generator)
 from .style_data import PhotoCrops
@@ -63,6 +64,8 @@ class DistillConfig:
     sample_every: int = 250
     checkpoint_every: int = 250
     keep_checkpoints: int = 3
+    amp: bool = True  # bf16 autocast where the device has it natively (train/precision.py)
+    channels_last: bool = True
     device: str = "auto"
 
     @classmethod
@@ -105,8 +108,10 @@ class Distiller:
         self.teacher, self.teacher_meta = load_teacher(cfg.teacher, self.device)
         self.data = PhotoCrops(cfg.photos, size=cfg.size, val_photos=cfg.val_photos)
         torch.manual_seed(cfg.seed)
-        self.student = build_model("animeganv2", self.student_config()).to(self.device)
-        self.perceptual = Perceptual(cfg.perceptual, self.device)
+        self.precision = train_precision(self.device, cfg.amp, cfg.channels_last)
+        fmt = self.precision.memory_format
+        self.student = build_model("animeganv2", self.student_config()).to(self.device, memory_format=fmt)
+        self.perceptual = Perceptual(cfg.perceptual, self.device).to(memory_format=fmt)
         self.opt = torch.optim.Adam(self.student.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
         self.step = 0
 
@@ -121,12 +126,15 @@ class Distiller:
 
     def train_step(self, step: int) -> dict[str, float]:
         photo = self.data.batch(self.cfg.batch, step_generator(self.cfg.seed, step)).to(self.device)
+        photo = photo.contiguous(memory_format=self.precision.memory_format)
         target = self.targets(photo)
-        out = self.student(photo)
+        with self.precision.autocast():
+            out = self.student(photo).float()
+            with torch.no_grad():
+                target_features = self.perceptual(target).float()
+            features = self.perceptual(out).float()
         pixel = F.l1_loss(out, target)
-        with torch.no_grad():
-            target_features = self.perceptual(target)
-        feature = F.l1_loss(self.perceptual(out), target_features)
+        feature = F.l1_loss(features, target_features)
         loss = pixel + self.cfg.perceptual_weight * feature
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -154,6 +162,7 @@ class Distiller:
         record = asdict(self.cfg)
         record.update(trainer="distill", perceptual_network=self.perceptual.name, generator=self.student_config(),
                       data_description=self.data.describe(), teacher_name=self.teacher_meta.get("name"),
+                      precision=self.precision.describe(),
                       teacher_training_data=self.teacher_meta.get("training_data"))
         return record
 
@@ -317,6 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int)
     p.add_argument("--config", help="JSON file or inline JSON object of config keys")
     p.add_argument("--device", help="auto, cpu, cuda ...")
+    p.add_argument("--fp32", action="store_true", help="no bf16 autocast, even where the device has it")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its newest checkpoint")
     p.add_argument("--export", nargs="?", const="", metavar="NAME",
                    help="when done, write weights/NAME.safetensors (default name: <teacher>-fast)")
@@ -339,13 +349,16 @@ def main(argv: list[str] | None = None) -> int:
             values.update(read_config_arg(args.config))
         values.update({k: getattr(args, k) for k in ("teacher", "photos", "steps", "width", "size", "batch", "device")
                        if getattr(args, k) is not None})
+        if args.fp32:
+            values["amp"] = False
         if not values.get("photos"):
             raise AnimeGANError("--photos is required (a folder of photos)")
         cfg = DistillConfig.from_dict(values)
         distiller = Distiller(cfg, args.out, resume=args.resume, quiet=args.quiet)
         if not args.quiet:
             print(f"{distiller.data.describe()}; teacher {cfg.teacher}; student width {cfg.width}; "
-                  f"perceptual network {distiller.perceptual.name}; device {distiller.device}", flush=True)
+                  f"perceptual network {distiller.perceptual.name}; device {distiller.device} "
+                  f"({distiller.precision.describe()})", flush=True)
         state = distiller.run()
         if args.export is not None and state == "finished":
             path = export(args.out, args.export or None, photos=args.eval_photos)

@@ -38,6 +38,7 @@ from . import splits
 from .data import ImageFolderDataset, augment, list_images, report_skipped
 from .diffaugment import diff_augment, parse_policy
 from .losses import d_fake_loss, d_real_loss, g_adv_loss
+from .precision import train_precision
 from .runs import GracefulStop, RunFolder, RunFolderInUse, read_config_arg, read_metrics, step_generator
 
 LICENCE_NOTE = ("Trained on images that are copyrighted by their owners or licensed for non-commercial research; "
@@ -72,7 +73,8 @@ class FaceTrainConfig:
     rotate: float = 0.0                   # degrees, +-
     shift: float = 0.0                    # fraction of the side, +-
     holdout: bool = False                 # keep 1 file in 10 out of training (train/splits.py) for FID
-    amp: bool = True                      # autocast on CUDA
+    amp: bool = True                      # bf16 autocast where the device has it natively (train/precision.py)
+    channels_last: bool = True
     log_every: int = 10
     sample_every: int = 500
     checkpoint_every: int = 1000
@@ -181,7 +183,8 @@ def _train(cfg: FaceTrainConfig, run: RunFolder, resume: bool, dist: distributed
     distributed.barrier(dist)
     dev = dist.device
     on_cuda = dev.type == "cuda"
-    fmt = torch.channels_last if on_cuda else torch.contiguous_format
+    precision = train_precision(dev, cfg.amp, cfg.channels_last, fp16_fallback=True)
+    fmt = precision.memory_format
 
     dataset = ImageFolderDataset(train_files, cfg.image_size, verbose=False)
     if dataset.skipped and dist.is_main:
@@ -193,9 +196,7 @@ def _train(cfg: FaceTrainConfig, run: RunFolder, resume: bool, dist: distributed
     G_ema = copy.deepcopy(G).eval().requires_grad_(False) if cfg.ema else None
     opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2))
     opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2))
-    amp_dtype = torch.bfloat16 if on_cuda and torch.cuda.is_bf16_supported() else torch.float16
-    use_amp = on_cuda and cfg.amp
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+    scaler = torch.amp.GradScaler("cuda", enabled=on_cuda and precision.needs_grad_scaler)
 
     start = 0
     if resume:
@@ -232,30 +233,31 @@ def _train(cfg: FaceTrainConfig, run: RunFolder, resume: bool, dist: distributed
     else:
         previous = {}
     try:
-        return _loop(cfg, run, dist, export_name, verbose, G, D, G_ema, opt_g, opt_d, scaler, amp_dtype, use_amp,
+        return _loop(cfg, run, dist, export_name, verbose, G, D, G_ema, opt_g, opt_d, scaler, precision,
                      dataset, train_files, held, start, checkpoint, stop)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
 
-def _loop(cfg, run, dist, export_name, verbose, G, D, G_ema, opt_g, opt_d, scaler, amp_dtype, use_amp, dataset,
+def _loop(cfg, run, dist, export_name, verbose, G, D, G_ema, opt_g, opt_d, scaler, precision, dataset,
           train_files, held, start, checkpoint, stop) -> int:
     """The training steps (split from the set-up so signal handlers are restored afterwards)."""
     dev = dist.device
-    fmt = torch.channels_last if dev.type == "cuda" else torch.contiguous_format
+    fmt = precision.memory_format
     fixed_z = torch.randn(cfg.sample_count, cfg.latent_dim, generator=torch.Generator().manual_seed(cfg.seed + 1))
     reference = None
     world_batch = cfg.batch_size * dist.world_size
-    status_extra = {"total": cfg.steps, "images": len(dataset), "skipped": len(dataset.skipped), "arch": cfg.arch}
+    status_extra = {"total": cfg.steps, "images": len(dataset), "skipped": len(dataset.skipped), "arch": cfg.arch,
+                    "precision": precision.describe()}
     if dist.is_main:
         run.write_status("running", step=start, **status_extra)
     _log(verbose, f"training {cfg.arch} {cfg.image_size}px on {len(dataset)} images, steps {start}->{cfg.steps}, "
-                  f"batch {world_batch}, device {dev}")
+                  f"batch {world_batch}, device {dev} ({precision.describe()})")
 
     sums = torch.zeros(4, device=dev)
     interval_start, interval_steps = time.perf_counter(), 0
-    autocast = (lambda: torch.autocast("cuda", dtype=amp_dtype)) if use_amp else contextlib.nullcontext
+    autocast = precision.autocast
     step = start
     G.train()
     D.train()
@@ -448,6 +450,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--holdout", action="store_true", default=None,
                    help="keep 1 image in 10 (by file-name hash) out of training and measure FID against it")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: auto)")
+    p.add_argument("--fp32", action="store_true", default=None,
+                   help="no bf16 autocast, even where the device has it (the plain, slower way)")
     p.add_argument("--export", metavar="NAME", help="when done, write weights/NAME.safetensors for the app")
     p.add_argument("--quiet", action="store_true")
     return p
@@ -468,6 +472,8 @@ def asked_values(args: argparse.Namespace) -> dict[str, Any]:
     values.update({k: v for k, v in flags.items() if v is not None})
     if args.lr is not None:
         values["lr_g"] = values["lr_d"] = args.lr
+    if getattr(args, "fp32", None):
+        values["amp"] = False
     return values
 
 
