@@ -2,6 +2,7 @@
 
     python bench/stylize_bench.py [--sizes 256 512 1024 1920x1080] [--repeat 3] [--device cpu]
                                   [--style NAME_OR_FILE | --width 0.45] [--variants] [--compile] [--onnx]
+                                  [--threads N]
 
 The plain way is eager PyTorch in float32, NCHW, calling the community AnimeGANv2 network
 (``AnimeGANv2Generator`` is it op for op and key for key) on a tensor made from the image.
@@ -135,7 +136,10 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="with --variants: add torch.compile variants")
     parser.add_argument("--onnx", action="store_true",
                         help="with --variants: add ONNX Runtime (pip install onnxruntime onnx) on the CPU")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's, one per core)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     with tempfile.TemporaryDirectory() as folder:
         style = args.style
