@@ -6,12 +6,14 @@ Three sources, in the order the app lists them:
   the same metadata is embedded in the safetensors header, so a lone file rebuilds itself;
 * community AnimeGANv2 presets (``face_paint_512_v2`` ...), downloaded once into the cache
   (``$ANIMEGAN_CACHE``, else ``$XDG_CACHE_HOME/animegan``, else ``~/.cache/animegan``);
-* any ``.safetensors`` or ``.pt`` path a user passes.
+* any ``.safetensors`` or ``.pt`` path a user passes (a community checkpoint converted to
+  safetensors, with no metadata of ours, is recognised by its AnimeGANv2 key names).
 
 Nothing here unpickles arbitrary objects: safetensors, or ``torch.load(weights_only=True)``.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import urllib.error
@@ -170,12 +172,40 @@ def _header_metadata(path: Path) -> dict[str, Any]:
     except Exception as exc:  # safetensors raises several types for bad files
         raise AnimeGANError(f"{path}: not a readable safetensors file ({_short(exc)})") from None
     if HEADER_KEY not in header:
-        raise AnimeGANError(f"{path}: safetensors file without animegan metadata and no {path.stem}.json beside it; "
-                            "say which architecture it is by adding that JSON")
+        if _has_community_v2_layout(path):
+            return {**COMMUNITY_META, "name": path.stem, "description": path.name}
+        raise AnimeGANError(f"{path}: safetensors file without animegan metadata and no {path.stem}.json beside it, "
+                            "and not the community AnimeGANv2 layout; say which architecture it is by adding that JSON")
     try:
         return json.loads(header[HEADER_KEY])
     except ValueError:
         raise AnimeGANError(f"{path}: damaged animegan metadata in the safetensors header") from None
+
+
+def _has_community_v2_layout(path: Path) -> bool:
+    """True when a safetensors file holds exactly the community AnimeGANv2 keys, with their shapes.
+
+    Conversions of the community checkpoints to safetensors carry no metadata of ours; their
+    key names say what they are (``../shared/formats``). Only names are trusted here, never the
+    order: safetensors does not keep it. Read from the header alone, no tensor is loaded.
+    """
+    from safetensors import safe_open
+
+    reference = _community_v2_shapes()
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            keys = set(fh.keys())
+            return keys == set(reference) and all(
+                tuple(fh.get_slice(k).get_shape()) == reference[k] for k in keys)
+    except Exception:  # unreadable: the caller's message says what the file lacks
+        return False
+
+
+@functools.lru_cache(maxsize=1)
+def _community_v2_shapes() -> dict[str, tuple[int, ...]]:
+    with torch.device("meta"):
+        net = build_model("animeganv2")
+    return {k: tuple(v.shape) for k, v in net.state_dict().items()}
 
 
 def _check_metadata(meta: Any, path: Path) -> dict[str, Any]:

@@ -149,3 +149,25 @@ def test_offline_mode_refuses_to_download(weights_dir: Path, monkeypatch: pytest
     monkeypatch.setenv("ANIMEGAN_OFFLINE", "1")
     with pytest.raises(AnimeGANError, match="not cached and downloads are off"):
         load_weights("face_paint_512_v2")
+
+
+def test_community_safetensors_without_our_metadata_is_recognised_by_its_keys(tmp_path: Path,
+                                                                               weights_dir: Path) -> None:
+    from safetensors.torch import save_file
+
+    model = make_v2_generator(seed=5)
+    converted = weights_dir / "paprika-converted.safetensors"  # as a Hub conversion of the community .pt
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(converted))
+    assert _same_output(model, load_generator(converted))
+    assert "paprika-converted" in available_styles()  # dropped in weights/, it is listed like a style
+    meta = read_metadata(converted)
+    assert meta["architecture"] == "animeganv2" and meta["config"]["align_corners"] is True
+
+    for name, tensors in [("one-missing", dict(list(model.state_dict().items())[1:])),
+                          ("wrong-shape", {**model.state_dict(), "block_a.0.1.weight": torch.zeros(1)}),
+                          ("foreign", {"conv.weight": torch.zeros(3, 3)})]:
+        path = tmp_path / f"{name}.safetensors"
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(path))
+        with pytest.raises(AnimeGANError, match="not the community AnimeGANv2 layout") as info:
+            load_generator(path)
+        assert "\n" not in str(info.value)
