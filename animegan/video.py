@@ -139,6 +139,11 @@ def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
         raise AnimeGANError(f"{path}: a still image, not a video (use 'python -m animegan stylize' for photos)")
     line = video[0][1]
     codec = line.split(",")[0].split()[0] if line.strip() else "unknown"
+    if codec == "none":  # ffmpeg names no decoder: say so now, before OpenCV fails less clearly
+        tag = re.search(r"none \(([^ /)]+)", line)
+        named = f" ({tag.group(1)!r})" if tag else ""
+        raise AnimeGANError(f"{path}: its video codec{named} is unknown to this ffmpeg build; "
+                            "convert the file (for example to H.264 MP4) first")
     size = re.search(r"[ ,](\d{1,6})x(\d{1,6})[ ,\[]", line + " ")
     if size is None:
         raise AnimeGANError(f"{path}: video stream without a frame size (codec {codec})")

@@ -475,6 +475,18 @@ def _bytes_file(name: str, data: Callable[[], bytes]) -> Callable[[Path], Path]:
     return build
 
 
+def _bytes_patched(build: Callable[[Path], Path], old: bytes, new: bytes) -> Callable[[Path], Path]:
+    """A built file with a byte pattern replaced, e.g. its codec tag (a codec no decoder knows)."""
+    def patched(folder: Path) -> Path:
+        path = build(folder)
+        data = path.read_bytes()
+        assert old in data
+        path.write_bytes(data.replace(old, new))
+        return path
+
+    return patched
+
+
 def _renamed(build: Callable[[Path], Path], name: str) -> Callable[[Path], Path]:
     def renamed(folder: Path) -> Path:
         return build(folder).rename(folder / name)
@@ -547,6 +559,7 @@ VIDEO_CASES: dict[str, VideoCase] = {
     "container-without-streams": VideoCase(_video("none.mp4", *_SRC, "-frames:v", "0", *_H264),
                                            "without a video stream"),
     "video-stream-with-no-frames": VideoCase(_no_frames, "no frames could be decoded"),
+    "unknown-codec-tag": VideoCase(_bytes_patched(_GOOD, b"avc1", b"zzzz"), "codec ('zzzz') is unknown"),
     "odd-33x17-h264": VideoCase(_video("odd.mp4", "-f", "lavfi", "-i", "testsrc2=size=33x17:rate=10", "-t", "0.5",
                                        "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv444p"),
                                 "result", (32, 16), 5),
