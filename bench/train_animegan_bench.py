@@ -11,7 +11,8 @@ Each recipe runs twice from the same seed on the same batches: the plain way (``
 ``channels_last`` off: fp32 NCHW) and the trainer's default fast path (train/precision.py).
 The JSON gives both rates and their ratio, and how closely the two compute the same step:
 the relative difference of the first step's loss (the content-only init phase) and the
-cosine similarity of the generator's gradients from it (same weights, same batch). Outputs
+cosine similarity of the generator's gradients from it (same weights, same batch), beside the
+cosine between the plain way's gradients on two different batches for scale. Outputs
 after several steps are no measure: Adam's first updates move each weight by about the
 learning rate whatever the gradient's size, so even fp32 NCHW against fp32 channels_last (the
 same arithmetic summed in another order) ends six steps 20 levels of 255 apart on average.
@@ -73,6 +74,11 @@ def main() -> None:
                 loss = trainer.train_step(0)["loss_init_content"]
                 grads = torch.cat([p.grad.double().flatten() for p in trainer.generator.parameters()])
                 first[way] = (loss, grads)
+                if way == "plain":  # the scale to judge the fast path by: another batch, same weights
+                    other = StyleTrainer(cfg, Path(tmp) / f"run_{recipe}_other", quiet=True)
+                    other.generator.train()
+                    other.train_step(0, batch=other.make_batch(1))
+                    first["other"] = (0.0, torch.cat([p.grad.double().flatten() for p in other.generator.parameters()]))
                 trainer.train_step(1)
                 sync = torch.cuda.synchronize if trainer.device.type == "cuda" else (lambda: None)
                 sync()
@@ -89,6 +95,8 @@ def main() -> None:
             row["speedup"] = round(row["plain_s_per_step"] / row["project_s_per_step"], 2)
             row["first_loss_rel_diff"] = round(abs(loss_a - loss_b) / abs(loss_a), 5)
             row["first_grad_cosine"] = round(float(torch.nn.functional.cosine_similarity(grad_a, grad_b, dim=0)), 5)
+            row["other_batch_grad_cosine"] = round(float(torch.nn.functional.cosine_similarity(
+                grad_a, first["other"][1], dim=0)), 5)
             results.append(row)
     print(json.dumps({"bench": "train_animegan", "device": str(trainer.device), "size": args.size,
                       "batch": args.batch, "torch": torch.__version__, "threads": torch.get_num_threads(),

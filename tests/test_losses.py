@@ -194,6 +194,40 @@ def test_superpixels_keep_flat_blocks_and_average_each_region() -> None:
         assert torch.allclose(avg[0][:, mask], expected[:, None].expand_as(region), atol=1e-5)
 
 
+def _dense_slic(image: torch.Tensor, segments: int, compactness: float = 10.0, iterations: int = 5) -> torch.Tensor:
+    """The SLIC rounds written out plainly: every pixel's full offset to every seed."""
+    _, h, w = image.shape
+    spacing = max(1.0, math.sqrt(h * w / segments))
+    ny, nx = max(1, round(h / spacing)), max(1, round(w / spacing))
+    yy, xx = torch.meshgrid(torch.arange(h).float(), torch.arange(w).float(), indexing="ij")
+    pos = torch.stack([yy.reshape(-1), xx.reshape(-1)], 1)
+    col = ((image + 1) * 50).reshape(3, -1).t()
+    cy, cx = (torch.arange(ny) + 0.5) * h / ny, (torch.arange(nx) + 0.5) * w / nx
+    c_pos = torch.stack(torch.meshgrid(cy, cx, indexing="ij"), -1).reshape(-1, 2)
+    c_col = col[c_pos[:, 0].long() * w + c_pos[:, 1].long()]
+    for _ in range(iterations):
+        d = pos[:, None, :] - c_pos[None]
+        far = (d[..., 0].abs() > 2 * h / ny) | (d[..., 1].abs() > 2 * w / nx)
+        dist = ((col[:, None] - c_col[None]) ** 2).sum(-1) + (compactness / spacing) ** 2 * (d ** 2).sum(-1)
+        labels = dist.masked_fill(far, float("inf")).argmin(1)
+        for k in labels.unique().tolist():
+            c_pos[k], c_col[k] = pos[labels == k].mean(0), col[labels == k].mean(0)
+    return labels.reshape(h, w)
+
+
+@pytest.mark.parametrize("shape, segments", [((32, 48), 16), ((37, 53), 9), ((64, 64), 64)])
+def test_superpixel_labels_match_the_dense_formulation(shape: tuple[int, int], segments: int) -> None:
+    g = torch.Generator().manual_seed(shape[0])
+    for smooth in (False, True):
+        img = torch.rand(3, *shape, generator=g) * 2 - 1
+        if smooth:  # regions, as in a generated picture, besides pure noise
+            img = torch.nn.functional.avg_pool2d(img[None], 5, 1, 2)[0]
+        labels = L.superpixel_labels(img, segments)
+        reference = _dense_slic(img, segments)
+        assert (labels == reference).float().mean() > 0.999  # a near-tie may round the other way
+        assert labels.unique().numel() > segments // 2
+
+
 def test_region_smoothing_loss_is_l1_to_a_detached_target() -> None:
     out = torch.rand(1, 3, 2, 2, dtype=torch.float64, requires_grad=True)
     target = torch.rand(1, 3, 2, 2, dtype=torch.float64, requires_grad=True)
