@@ -323,6 +323,7 @@ class TrainingStatus:
     step: int = 0
     total: int = 0
     images_per_s: float | None = None
+    precision: str = ""  # what the trainer runs in, e.g. "bf16 autocast, channels_last"
     eta_s: float | None = None
     last_fid: float | None = None
     sample: Path | None = None
@@ -342,7 +343,7 @@ class TrainingStatus:
         if self.total:
             parts.append(f"step {self.step}/{self.total}")
         if self.images_per_s:
-            parts.append(f"{self.images_per_s:.1f} images/s")
+            parts.append(f"{self.images_per_s:.1f} images/s" + (f" ({self.precision})" if self.precision else ""))
         if self.eta_s is not None and self.state in LIVE_STATES:
             parts.append(f"ETA {format_duration(self.eta_s)}")
         if self.last_fid is not None:
@@ -608,6 +609,7 @@ class TrainingManager:
         status.step = int(saved.get("step") or (records[-1]["step"] if records else 0))
         status.total = int(saved.get("total") or 0)
         status.state = str(saved.get("state") or ("starting" if run.is_dir() else "idle"))
+        status.precision = str(saved.get("precision") or "")
         if not run.is_dir():
             status.message = f"no run named {run.name!r} in {self.root}"
         with self._lock:

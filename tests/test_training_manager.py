@@ -123,6 +123,7 @@ def test_start_watch_stop_resume_export(manager: TrainingManager, tmp_path: Path
     status = _wait("a sample grid", lambda: (s := manager.status(name)).sample is not None and s)
     assert status.state == "running" and status.active and status.total == 100_000
     assert status.images_per_s and status.images_per_s > 0 and status.eta_s and status.eta_s > 0
+    assert status.precision.endswith("channels_last") and f"images/s ({status.precision})" in status.summary()
     assert Image.open(status.sample).size[0] > 16
     with pytest.raises(AnimeGANError, match="already training"):
         manager.start("faces", data, "third", _settings(10))

@@ -338,7 +338,8 @@ class StyleTrainer:
         handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)} if threading_main() else {}
         stop = GracefulStop().install() if handlers else GracefulStop()
         extra = {"total": cfg.steps, "recipe": cfg.recipe, "photos": len(self.data.photos),
-                 "anime": len(self.data.anime), "skipped": len(self.data.skipped.files)}
+                 "anime": len(self.data.anime), "skipped": len(self.data.skipped.files),
+                 "precision": self.precision.describe()}
         if main:
             rf.write_status("running", step=self.step, **extra)
         progress = None

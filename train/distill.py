@@ -177,7 +177,8 @@ class Distiller:
             rf.truncate_metrics(self.step)
         handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)} if threading_main() else {}
         stop = GracefulStop().install() if handlers else GracefulStop()
-        extra = {"total": cfg.steps, "photos": len(self.data.photos), "teacher": cfg.teacher}
+        extra = {"total": cfg.steps, "photos": len(self.data.photos), "teacher": cfg.teacher,
+                 "precision": self.precision.describe()}
         rf.write_status("running", step=self.step, **extra)
         progress = None
         if not self.quiet:
