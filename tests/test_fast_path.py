@@ -162,7 +162,8 @@ def test_style_trainer_fast_step_computes_the_plain_step(recipe: str, tmp_path: 
         trainer = StyleTrainer(cfg, tmp_path / way, quiet=True)
         assert trainer.precision.describe() == {"plain": "fp32, NCHW", "layout": "fp32, channels_last",
                                                 "fast": "bf16 autocast, channels_last"}[way]
-        conv = next(m for m in trainer.generator.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3))
+        conv = next(m for m in trainer.generator.modules()
+                    if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3))
         assert conv.weight.is_contiguous(memory_format=torch.channels_last) == (fast is not False)
         losses = trainer.train_step(0)  # a D update, then G's losses and gradients
         grads = torch.cat([p.grad.flatten() for p in trainer.generator.parameters()])

@@ -200,6 +200,23 @@ def test_variable_frame_rate_is_kept_in_length_with_a_warning(style: str, tmp_pa
     assert probe_video(result.path).duration == pytest.approx(1.5, abs=0.1)
 
 
+def test_mildly_variable_rate_under_the_warning_threshold_keeps_length_and_sound(style: str, tmp_path: Path) -> None:
+    """One frame in 60 dropped (about 29.7 fps on average against a 30 fps time base, under the 2% that warns):
+    written at the average rate, so the picture ends with the sound instead of drifting from it."""
+    src = tmp_path / "mild-vfr.mp4"
+    subprocess.run([FFMPEG, "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=64x48:rate=30", "-f", "lavfi",
+                    "-i", "sine=frequency=440:sample_rate=22050", "-t", "6", "-vf", r"select=not(eq(mod(n\,60)\,0))",
+                    "-fps_mode", "vfr", "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p",
+                    "-c:a", "aac", str(src)], check=True)
+    assert "30 tbr" in stream_line(src) and not probe_video(src).variable_fps
+    result = stylize_video(src, tmp_path / "out.mp4", style, batch_size=8)
+    assert result.frames == 177 and not result.warnings
+    span = 6 - 1 / 30  # the first frame is one of those dropped
+    assert result.fps == pytest.approx(177 / span, rel=0.005)
+    assert result.seconds == pytest.approx(span, abs=1 / 60)  # at 30 fps it would be 5.9 s
+    assert audio_seconds(result.path) == pytest.approx(result.seconds, abs=0.1)
+
+
 # ----------------------------------------------------------------------------------------
 # Bad input
 # ----------------------------------------------------------------------------------------
