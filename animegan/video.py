@@ -90,7 +90,10 @@ class VideoResult:
 # Probing
 # ----------------------------------------------------------------------------------------
 def ffmpeg_exe() -> str:
-    """The ffmpeg binary imageio-ffmpeg bundles (or ``IMAGEIO_FFMPEG_EXE``)."""
+    """``IMAGEIO_FFMPEG_EXE`` when it names a file, else the ffmpeg binary imageio-ffmpeg bundles."""
+    chosen = os.environ.get("IMAGEIO_FFMPEG_EXE")
+    if chosen and Path(chosen).is_file():  # usable even where imageio-ffmpeg is not installed
+        return chosen
     try:
         import imageio_ffmpeg
 

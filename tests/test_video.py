@@ -415,3 +415,26 @@ def test_cli_end_to_end(style: str, tmp_path: Path, capsys: pytest.CaptureFixtur
         err = capsys.readouterr().err.strip()
         assert err.startswith("error: ") and len(err.splitlines()) == 1, err
     assert not (tmp_path / "dev.mp4").exists()
+
+
+def test_ffmpeg_named_by_the_environment_is_used_without_imageio_ffmpeg(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    import builtins
+
+    copy = tmp_path / "my-ffmpeg"
+    copy.symlink_to(FFMPEG)
+    real_import = builtins.__import__
+
+    def no_imageio_ffmpeg(name, *args, **kwargs):  # a machine where the package is not installed
+        if name == "imageio_ffmpeg":
+            raise ImportError("not installed")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_imageio_ffmpeg)
+    monkeypatch.setenv("IMAGEIO_FFMPEG_EXE", str(copy))
+    assert video_mod.ffmpeg_exe() == str(copy)
+    clip = make_clip(tmp_path / "clip.mp4", seconds=0.3, audio=False)
+    assert video_mod.probe_video(clip).width == 96
+    monkeypatch.setenv("IMAGEIO_FFMPEG_EXE", str(tmp_path / "missing"))
+    with pytest.raises(AnimeGANError, match="no ffmpeg found"):
+        video_mod.ffmpeg_exe()
