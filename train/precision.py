@@ -2,9 +2,10 @@
 
 bfloat16 autocast where the hardware multiplies it natively (CUDA GPUs with bf16, CPUs with
 AVX-512 BF16 or AMX); channels_last on CUDA and the CPU, where cuDNN's and oneDNN's NHWC
-kernels are the faster ones. Weights, optimiser state and the losses stay in fp32 (the
-losses leave autocast themselves, see train/losses.py), so the fast path changes the speed of
-a step, not what it computes beyond bf16 rounding (bench/README.md measures both ways).
+kernels are the faster ones. Weights and optimiser state stay fp32, and the losses are taken
+on fp32 values (the trainers cast network outputs with ``.float()``; the Gram and colour terms
+leave autocast, see train/losses.py), so the fast path changes the speed of a step, not what it
+computes beyond bf16 rounding (bench/README.md measures both ways).
 
 ``amp=False`` (``--fp32``), ``channels_last=False`` or ``ANIMEGAN_PRECISION=fp32`` give the
 plain way back.
