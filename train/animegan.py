@@ -37,7 +37,7 @@ from .losses import (GAN_LOSSES, PRESETS, color_loss, content_loss, d_adv_loss, 
                      gray_style_loss, preset_weights, region_smoothing_loss, revision_target, style_loss,
                      superpixel_average, tv_loss)
 from .perceptual import Perceptual
-from .precision import train_precision
+from .precision import add_fp32_flag, train_precision
 from .runs import (GracefulStop, RunFolder, image_rows_grid, read_config_arg, rng_state, set_rng_state,
                    step_generator)
 from .style_data import StyleBatch, StyleData
@@ -154,7 +154,7 @@ class StyleTrainer:
         cuda = self.device.type == "cuda"
         # Older GPUs train in fp32: no fp16 fallback, so no loss scaling to get right.
         self.precision = train_precision(self.device, cfg.amp, cfg.channels_last)
-        self.memory_format = self.precision.memory_format
+        fmt = self.precision.memory_format
 
         # The main process builds the smoothing cache; the others then read it.
         if not self.dist.is_main:
@@ -165,11 +165,10 @@ class StyleTrainer:
             distributed.barrier(self.dist)
 
         torch.manual_seed(cfg.seed)  # same initial weights on every rank
-        self.generator = build_model(cfg.architecture, cfg.generator).to(self.device, memory_format=self.memory_format)
-        self.discriminator = build_model("patch_discriminator", cfg.discriminator).to(
-            self.device, memory_format=self.memory_format)
+        self.generator = build_model(cfg.architecture, cfg.generator).to(self.device, memory_format=fmt)
+        self.discriminator = build_model("patch_discriminator", cfg.discriminator).to(self.device, memory_format=fmt)
         self.perceptual = Perceptual(cfg.perceptual, self.device, cfg.perceptual_min_side, cfg.inception_layer,
-                                     cfg.perceptual_scale or None).to(memory_format=self.memory_format)
+                                     cfg.perceptual_scale or None).to(memory_format=fmt)
         betas = tuple(cfg.betas)
         self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=cfg.lr_init, betas=betas)
         self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=cfg.lr_g * cfg.d_lr_ratio, betas=betas)
@@ -192,7 +191,7 @@ class StyleTrainer:
         return self.perceptual(x).float()
 
     def _move(self, t: torch.Tensor) -> torch.Tensor:
-        return t.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
+        return t.to(self.device, non_blocking=True).contiguous(memory_format=self.precision.memory_format)
 
     def state_dict(self) -> dict[str, Any]:
         return {"generator": self.generator.state_dict(), "discriminator": self.discriminator.state_dict(),
@@ -493,8 +492,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-every", type=int, dest="log_every")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:1 ...")
     p.add_argument("--seed", type=int)
-    p.add_argument("--fp32", action="store_true", default=None,
-                   help="no bf16 autocast, even where the device has it (the plain, slower way)")
+    add_fp32_flag(p)
     p.add_argument("--export", metavar="NAME", help="when done, save the generator as weights/NAME.safetensors")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
@@ -515,7 +513,7 @@ def config_from_args(args: argparse.Namespace) -> StyleTrainConfig:
     flags = {k: getattr(args, k) for k in ("data", "steps", "preset", "recipe", "size", "batch", "init_steps",
                                            "sample_every", "checkpoint_every", "log_every", "device", "seed")
              if getattr(args, k) is not None}
-    if getattr(args, "fp32", None):
+    if args.fp32:
         flags["amp"] = False
     extra = read_config_arg(args.config) if args.config else {}
     if resuming:

@@ -37,7 +37,7 @@ from animegan.names import check_name
 
 from .animegan import threading_main
 from .perceptual import Perceptual
-from .precision import train_precision
+from .precision import add_fp32_flag, train_precision
 from .runs import (GracefulStop, RunFolder, image_rows_grid, read_config_arg, rng_state, set_rng_state,
                    step_generator)
 from .style_data import PhotoCrops
@@ -327,7 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int)
     p.add_argument("--config", help="JSON file or inline JSON object of config keys")
     p.add_argument("--device", help="auto, cpu, cuda ...")
-    p.add_argument("--fp32", action="store_true", help="no bf16 autocast, even where the device has it")
+    add_fp32_flag(p)
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its newest checkpoint")
     p.add_argument("--export", nargs="?", const="", metavar="NAME",
                    help="when done, write weights/NAME.safetensors (default name: <teacher>-fast)")

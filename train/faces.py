@@ -38,7 +38,7 @@ from . import splits
 from .data import ImageFolderDataset, augment, list_images, report_skipped
 from .diffaugment import diff_augment, parse_policy
 from .losses import d_fake_loss, d_real_loss, g_adv_loss
-from .precision import train_precision
+from .precision import add_fp32_flag, train_precision
 from .runs import GracefulStop, RunFolder, RunFolderInUse, read_config_arg, read_metrics, step_generator
 
 LICENCE_NOTE = ("Trained on images that are copyrighted by their owners or licensed for non-commercial research; "
@@ -450,8 +450,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--holdout", action="store_true", default=None,
                    help="keep 1 image in 10 (by file-name hash) out of training and measure FID against it")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: auto)")
-    p.add_argument("--fp32", action="store_true", default=None,
-                   help="no bf16 autocast, even where the device has it (the plain, slower way)")
+    add_fp32_flag(p)
     p.add_argument("--export", metavar="NAME", help="when done, write weights/NAME.safetensors for the app")
     p.add_argument("--quiet", action="store_true")
     return p
@@ -472,7 +471,7 @@ def asked_values(args: argparse.Namespace) -> dict[str, Any]:
     values.update({k: v for k, v in flags.items() if v is not None})
     if args.lr is not None:
         values["lr_g"] = values["lr_d"] = args.lr
-    if getattr(args, "fp32", None):
+    if args.fp32:
         values["amp"] = False
     return values
 

@@ -12,6 +12,7 @@ plain way back.
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
 from dataclasses import dataclass
 
@@ -64,3 +65,9 @@ def train_precision(device: torch.device, amp: bool = True, channels_last: bool 
             dtype = torch.bfloat16
     fast_layout = channels_last and device.type in ("cuda", "cpu")
     return TrainPrecision(device.type, dtype, torch.channels_last if fast_layout else torch.contiguous_format)
+
+
+def add_fp32_flag(parser: argparse.ArgumentParser) -> None:
+    """The trainers' ``--fp32`` flag (None when not given, so a resumed run's saved choice stands)."""
+    parser.add_argument("--fp32", action="store_true", default=None,
+                        help="no bf16 autocast, even where the device has it (the plain, slower way)")
