@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -41,7 +42,10 @@ def _load(path: str, device: str) -> torch.jit.ScriptModule:
     # Loaded outside inference mode even when the first caller is in it (FID), since the
     # cached module's weights would otherwise be inference tensors that autograd refuses
     # when the trainers later use it as their perceptual network.
-    with torch.inference_mode(False):
+    # torch 2.14 warns that TorchScript is deprecated; the package ships only this format, and
+    # the warning would only confuse every CLI user, so it is hushed here alone.
+    with torch.inference_mode(False), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*torch\.jit\.load.*deprecated", category=FutureWarning)
         model = torch.jit.load(path, map_location=device).eval()
     for p in model.parameters():
         p.requires_grad_(False)

@@ -47,3 +47,14 @@ def test_vgg_weights_on_disk_are_used_for_auto(torch_home: Path) -> None:
     path.write_bytes(path.read_bytes()[:1000])  # a damaged download: said plainly, no silent fallback
     with pytest.raises(AnimeGANError, match="unreadable VGG19 weights"):
         Perceptual("auto")
+
+
+def test_inception_loads_without_the_torchscript_deprecation_warning() -> None:
+    import warnings
+
+    from animegan.inception import _load, inception_path
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any warning from the load fails the test
+        model = _load.__wrapped__(str(inception_path()), "cpu")
+    assert not any(p.requires_grad for p in model.parameters())
