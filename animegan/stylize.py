@@ -52,7 +52,9 @@ class Stylizer:
     """One style's network on one device, ready to stylize images and video frames."""
 
     def __init__(self, style: str | None = None, device: str | torch.device | None = None,
-                 half: bool | None = None) -> None:
+                 half: bool | None = None, compile_mode: str | None = None) -> None:
+        """``compile_mode`` (see ``device.COMPILE_MODES``) runs untiled batches through ``torch.compile``;
+        if compiling fails the stylizer runs eagerly and says why in ``compile_error``."""
         weights = load_weights(style if style is not None else default_style(), kind="style")
         if weights.kind != "style":
             raise AnimeGANError(f"{weights.source}: holds a {weights.kind} model, not a photo-to-anime style")
@@ -63,13 +65,17 @@ class Stylizer:
         self.model = device_policy.prepare(build_from_weights(weights), self.device, self.dtype)
         self.min_size = getattr(self.model, "min_size", 16)
         self.multiple = getattr(self.model, "size_multiple", 1)
+        self.compile_mode = compile_mode
+        self.compile_error: str | None = None
+        self._compiled = device_policy.compile_network(self.model, compile_mode) if compile_mode else None
+        self._widest: dict[tuple[int, int], int] = {}  # per frame size, the largest batch compiled for
         # Tiling swaps norm hooks in and out of the model; one caller at a time per model.
         self._lock = threading.Lock()
 
     # -- tensors ------------------------------------------------------------------------
     def _run(self, batch: torch.Tensor, tile: int) -> torch.Tensor:
         """(N, 3, H, W) float in [-1, 1] on the CPU -> same shape, padded as the model needs."""
-        n, _, h, w = batch.shape
+        _, _, h, w = batch.shape
         target_h = max(self.min_size, -(-h // self.multiple) * self.multiple)
         target_w = max(self.min_size, -(-w // self.multiple) * self.multiple)
         x = batch.to(self.device, self.dtype).contiguous(memory_format=device_policy.memory_format(self.device))
@@ -82,8 +88,33 @@ class Stylizer:
             if tile and target_h * target_w > 2 * tile * tile:
                 y = run_tiled(self.model, x, tile=tile)
             else:
-                y = self.model(x)
+                y = self._forward(x)
             return y[:, :, :h, :w].float().clamp(-1, 1).cpu().clone()
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The untiled network call: compiled where asked (and working), else eager."""
+        if self._compiled is None:
+            return self.model(x)
+        n = x.shape[0]
+        # A compiled graph is specialised on the batch size: a short batch (a video's last) is
+        # padded with copies of its last frame, which costs far less than compiling again.
+        size = (x.shape[-2], x.shape[-1])
+        widest = max(n, self._widest.get(size, 0))
+        self._widest[size] = widest
+        if n < widest:
+            padded = torch.cat([x, x[-1:].expand(widest - n, -1, -1, -1)])
+            padded = padded.contiguous(memory_format=device_policy.memory_format(self.device))
+        else:
+            # The graph's guards include the input's dispatch keys: always hand it an inference
+            # tensor (the padded one is), or the first short batch would compile it again.
+            padded = x if x.is_inference() else x.clone()
+        try:
+            return self._compiled(padded)[:n]
+        except Exception as exc:  # noqa: BLE001 - e.g. no C++ compiler for inductor: eager still works
+            self._compiled = None
+            first_line = (str(exc).strip().splitlines() or [""])[0][:200]
+            self.compile_error = f"torch.compile failed ({type(exc).__name__}: {first_line}); ran without it"
+            return self.model(x)
 
     def run_arrays(self, frames: Sequence[np.ndarray], tile: int = 1024) -> list[np.ndarray]:
         """Stylize same-size RGB uint8 arrays (H, W, 3) as one batch."""
@@ -166,14 +197,16 @@ class _Job:
 
 
 @functools.lru_cache(maxsize=4)
-def _cached_stylizer(style: str, identity_key: str, device: str | None, half: bool | None) -> Stylizer:
-    return Stylizer(style, device, half)
+def _cached_stylizer(style: str, identity_key: str, device: str | None, half: bool | None,
+                     compile_mode: str | None) -> Stylizer:
+    return Stylizer(style, device, half, compile_mode)
 
 
-def get_stylizer(style: str | None = None, device: str | None = None, half: bool | None = None) -> Stylizer:
+def get_stylizer(style: str | None = None, device: str | None = None, half: bool | None = None,
+                 compile_mode: str | None = None) -> Stylizer:
     """A cached ``Stylizer``: weights load once per style and device, and again if the file changes."""
     name = str(style) if style is not None else default_style()
-    return _cached_stylizer(name, identity(name), None if device is None else str(device), half)
+    return _cached_stylizer(name, identity(name), None if device is None else str(device), half, compile_mode)
 
 
 def stylize(image: ImageInput, style: str | None = None, *, portrait: bool = False, keep_colors: bool = False,

@@ -478,7 +478,7 @@ def stylize_video(input_path: str | os.PathLike[str], output_path: str | os.Path
                   start: float | None = None, end: float | None = None, batch_size: int = 4,
                   progress: ProgressFn | None = None, cancel: "threading.Event | Callable[[], bool] | None" = None,
                   device: str | None = None, keep_size: bool = False,
-                  stylizer: Stylizer | None = None) -> VideoResult:
+                  stylizer: Stylizer | None = None, compile_mode: str | None = None) -> VideoResult:
     """Stylize a video file into ``output_path`` (.mp4/.m4v/.mov/.mkv: H.264 with the source's
     sound; .gif: silent GIF) at the source's frame rate and frame count, upright.
 
@@ -486,6 +486,8 @@ def stylize_video(input_path: str | os.PathLike[str], output_path: str | os.Path
     and scales the result back to the source size). ``start``/``end`` trim, in seconds.
     ``progress(done, total)`` is called after each batch; ``cancel`` (an Event or a callable)
     is checked between batches and stops the run with ``VideoCancelled``, leaving no output.
+    ``compile_mode`` runs the network through ``torch.compile`` (see ``Stylizer``): its first
+    batch waits for the compiler (under a minute on a small CPU), the rest run faster.
     """
     source, out_path = Path(input_path), Path(output_path)
     suffix = out_path.suffix.lower()
@@ -521,12 +523,14 @@ def stylize_video(input_path: str | os.PathLike[str], output_path: str | os.Path
             if crop is None:
                 warnings.append(f"{source.name}: no face found at the start; the whole frame was stylized")
         plan = plan_geometry(info.width, info.height, crop, max_side or None, keep_size)
-        model = stylizer or get_stylizer(style, device)
+        model = stylizer or get_stylizer(style, device, compile_mode=compile_mode)
         with atomic_path(out_path) as tmp:
             video_tmp = tmp.with_name(tmp.name + ".video.mp4")
             try:
                 frames, pipe = _run_pipeline(reader, model, plan, first, stop, batch_size, keep_colors,
                                              video_tmp, fps, expected, progress, cancel)
+                if model.compile_error:
+                    warnings.append(model.compile_error)
                 if frames == 0:
                     raise AnimeGANError(f"{source}: no frames could be decoded "
                                         f"({'empty span' if first else f'codec {info.codec} unreadable or no frames'})")

@@ -94,6 +94,57 @@ def test_face_generator_stays_fp32_on_cpu_and_matches_the_plain_net() -> None:
     assert np.abs(face - expected).max() <= 1
 
 
+# -- torch.compile, opt-in for fixed-size work such as video ---------------------------------
+
+def test_compiled_stylizer_gives_the_eager_frames_and_pads_a_short_batch_instead_of_recompiling(style: str) -> None:
+    from torch._dynamo.utils import counters
+
+    frames = [gradient_image(64, 48, seed=i) for i in range(5)]  # test_video's clip size
+    eager = Stylizer(style, device="cpu", half=False)
+    compiled = Stylizer(style, device="cpu", half=False, compile_mode="default")
+    counters.clear()
+    outs = compiled.run_arrays(frames[:3]) + compiled.run_arrays(frames[3:])  # a full batch, then a short one
+    assert compiled.compile_error is None and compiled._compiled is not None  # it really ran compiled
+    assert counters["stats"]["unique_graphs"] == 1  # the short batch reused the graph
+    expected = eager.run_arrays(frames[:3]) + eager.run_arrays(frames[3:])
+    assert len(outs) == 5
+    for out, ref in zip(outs, expected):
+        assert out.shape == ref.shape
+        assert np.abs(out.astype(np.int16) - ref).max() <= 1  # fused kernels sum in another order
+
+
+def test_a_compile_failure_falls_back_to_eager_and_says_so(style: str, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch._inductor.config as inductor_config
+
+    # A real failure: inductor has no C++ compiler to build its kernels with (and no cache to skip it).
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
+    monkeypatch.setattr(inductor_config, "fx_graph_cache", False)
+    monkeypatch.setattr(inductor_config.cpp, "cxx", (str(tmp_path / "no-such-c++"),))
+    torch._dynamo.reset()
+    frame = gradient_image(36, 28)
+    stylizer = Stylizer(style, device="cpu", half=False, compile_mode="default")
+    out = stylizer.run_arrays([frame])[0]
+    torch._dynamo.reset()
+    assert stylizer.compile_error is not None and "torch.compile failed" in stylizer.compile_error
+    reference = Stylizer(style, device="cpu", half=False).run_arrays([frame])[0]
+    assert np.array_equal(out, reference)  # the eager network did the work
+    assert np.array_equal(stylizer.run_arrays([frame])[0], reference)  # and keeps doing it
+
+
+def test_video_cli_refuses_an_unknown_compile_mode(style: str, tmp_path: Path, capsys) -> None:
+    from animegan.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["video", str(tmp_path / "in.mp4"), "-o", str(tmp_path / "out.mp4"), "--compile", "fastest"])
+    assert exit_info.value.code == 2
+    assert "invalid choice: 'fastest'" in capsys.readouterr().err
+    from animegan.errors import AnimeGANError
+
+    with pytest.raises(AnimeGANError, match="unknown compile mode 'fastest'"):
+        policy.compile_network(torch.nn.Identity(), "fastest")
+
+
 @pytest.mark.parametrize("size", [(64, 64), (37, 53)])
 def test_slim_generator_keeps_the_keys_and_sizes_with_over_4x_fewer_flops(size: tuple[int, int]) -> None:
     full = build_model("animeganv2")

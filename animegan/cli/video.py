@@ -5,6 +5,7 @@ import argparse
 import sys
 import threading
 
+from ..device import COMPILE_MODES
 from ..video import stylize_video
 from .options import LazyBar, add_device_flags, apply_precision_flag
 
@@ -23,6 +24,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--start", type=float, default=None, help="start of the span to stylize, in seconds")
     p.add_argument("--end", type=float, default=None, help="end of the span to stylize, in seconds")
     p.add_argument("--batch", type=int, default=4, help="frames per model call (default 4)")
+    p.add_argument("--compile", nargs="?", const="default", default=None, choices=COMPILE_MODES, metavar="MODE",
+                   help="run the network through torch.compile (under a minute to compile first, then faster; "
+                        f"MODE: {', '.join(COMPILE_MODES)}; reduce-overhead adds CUDA graphs on a GPU)")
     add_device_flags(p)
     p.set_defaults(run=run)
 
@@ -36,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
         result = stylize_video(args.input, args.output, args.style, portrait=args.portrait,
                                keep_colors=args.keep_colors, max_side=args.max_side, start=args.start,
                                end=args.end, batch_size=args.batch, progress=progress, cancel=cancel,
-                               device=args.device, keep_size=args.keep_size)
+                               device=args.device, keep_size=args.keep_size, compile_mode=args.compile)
     except KeyboardInterrupt:
         # stylize_video has already stopped its threads and removed its temporary files.
         cancel.set()
