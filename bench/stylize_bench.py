@@ -2,7 +2,7 @@
 
     python bench/stylize_bench.py [--sizes 256 512 1024 1920x1080] [--repeat 3] [--device cpu]
                                   [--style NAME_OR_FILE | --width 0.45] [--variants] [--compile] [--onnx]
-                                  [--threads N]
+                                  [--nnpack] [--emulated-bf16] [--variant-size 512] [--threads N]
 
 The plain way is eager PyTorch in float32, NCHW, calling the community AnimeGANv2 network
 (``AnimeGANv2Generator`` is it op for op and key for key) on a tensor made from the image.
@@ -10,9 +10,12 @@ The project's way is ``Stylizer.run_arrays``, which applies the device policy of
 ``animegan/device.py`` (bfloat16 where the CPU has native bf16, float16 on CUDA,
 channels_last). Both start and end at uint8 pixels; the differences are in 1/255 steps.
 
-``--variants`` also times each tried ingredient on its own at 512x512 (channels_last alone,
-bf16 alone, torch.compile with its first-call cost); ``--compile`` adds compile to them, and
-``--onnx`` ONNX Runtime (an optional install) in fp32 with its default and our thread count.
+``--variants`` also times each tried ingredient on its own at 512x512 (``--variant-size``; channels_last alone,
+bf16 alone, torch.compile with its first-call cost); ``--compile`` adds compile to them,
+``--onnx`` ONNX Runtime (an optional install) in fp32 with its default and our thread count, and
+``--nnpack`` NNPACK's Winograd and FFT convolutions (fp32, NCHW) for the stride-1 3x3 and 7x7
+layers. On a CPU without native bf16 the bf16 variants are skipped (oneDNN emulates bf16 there,
+several times slower than fp32) unless ``--emulated-bf16`` asks for them.
 Without ``--style`` the network is randomly initialised (its speed does not depend on its
 weights); the input is ``examples/astronaut.jpg`` resized, so the differences are measured on
 a photo rather than on noise. ``peak`` is the best large-GEMM rate this process reaches, the
@@ -116,6 +119,24 @@ def onnx_runner(model: torch.nn.Module, image: np.ndarray, folder: str, threads:
     return run
 
 
+class NNPACKConv2d(torch.nn.Conv2d):
+    """A stride-1 convolution through NNPACK (Winograd for 3x3, FFT for larger kernels); NCHW only."""
+
+    def _conv_forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        return torch._nnpack_spatial_convolution(x.contiguous(), weight, bias, [0, 0])
+
+
+def with_nnpack(model: torch.nn.Module) -> torch.nn.Module:
+    """Route every stride-1, ungrouped, unpadded convolution of 3x3 or larger through NNPACK."""
+    if not torch.backends.nnpack.is_available():  # this call also initialises NNPACK; without it every call fails
+        raise SystemExit("--nnpack: this torch build has no NNPACK")
+    for module in model.modules():
+        if (type(module) is torch.nn.Conv2d and module.stride == (1, 1) and module.groups == 1
+                and module.padding == (0, 0) and module.dilation == (1, 1) and min(module.kernel_size) >= 3):
+            module.__class__ = NNPACKConv2d
+    return model
+
+
 def differences(a: np.ndarray, b: np.ndarray) -> dict:
     d = np.abs(a.astype(np.int16) - b.astype(np.int16))
     return {"mean_abs_diff_255": round(float(d.mean()), 3), "max_abs_diff_255": int(d.max())}
@@ -136,6 +157,11 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="with --variants: add torch.compile variants")
     parser.add_argument("--onnx", action="store_true",
                         help="with --variants: add ONNX Runtime (pip install onnxruntime onnx) on the CPU")
+    parser.add_argument("--nnpack", action="store_true",
+                        help="with --variants: add NNPACK's Winograd/FFT convolutions (fp32, NCHW) on the CPU")
+    parser.add_argument("--emulated-bf16", action="store_true",
+                        help="with --variants: time the bf16 variants even where the CPU only emulates bf16")
+    parser.add_argument("--variant-size", type=int, default=512, help="the square size --variants runs at")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's, one per core)")
     args = parser.parse_args()
     if args.threads:
@@ -169,21 +195,30 @@ def main() -> None:
                 **differences(plain_out, project_out),
             })
 
-        variants = []
+        variants: list[dict] = []
         if args.variants:
-            image = photo(512, 512)
+            image = photo(args.variant_size, args.variant_size)
             _, reference = timed(plain_runner(plain, image, device), 1)
             reduced = torch.bfloat16 if device.type == "cpu" else torch.float16
-            tried = [("fp32 NCHW", torch.float32, torch.contiguous_format, False),
-                     ("fp32 channels_last", torch.float32, torch.channels_last, False),
-                     (f"{str(reduced)[6:]} NCHW", reduced, torch.contiguous_format, False),
-                     (f"{str(reduced)[6:]} channels_last", reduced, torch.channels_last, False)]
+            rname = str(reduced)[6:]
+            with_reduced = device.type != "cpu" or policy.cpu_has_native_bf16() or args.emulated_bf16
+            tried = [("fp32 NCHW", torch.float32, torch.contiguous_format, ""),
+                     ("fp32 channels_last", torch.float32, torch.channels_last, "")]
+            if with_reduced:
+                tried += [(f"{rname} NCHW", reduced, torch.contiguous_format, ""),
+                          (f"{rname} channels_last", reduced, torch.channels_last, "")]
+            else:
+                variants.append({"variant": "bf16", "skipped": "this CPU emulates bf16 (--emulated-bf16 times it)"})
             if args.compile:
-                tried += [("compile fp32 channels_last", torch.float32, torch.channels_last, True),
-                          (f"compile {str(reduced)[6:]} channels_last", reduced, torch.channels_last, True)]
-            for name, dtype, fmt, compiled in tried:
+                tried += [("compile fp32 channels_last", torch.float32, torch.channels_last, "compile")]
+                if with_reduced:
+                    tried += [(f"compile {rname} channels_last", reduced, torch.channels_last, "compile")]
+            if args.nnpack and device.type == "cpu":
+                tried += [("nnpack fp32 NCHW", torch.float32, torch.contiguous_format, "nnpack")]
+            for name, dtype, fmt, how in tried:
                 net = build_from_weights(load_weights(style)).to(device=device, dtype=dtype, memory_format=fmt).eval()
-                run_net = torch.compile(net) if compiled else net
+                run_net = (policy.compile_network(net, "default") if how == "compile"
+                           else with_nnpack(net) if how == "nnpack" else net)
                 runner = variant_runner(run_net, image, device, dtype, fmt)
                 start = time.perf_counter()
                 runner()
@@ -208,9 +243,11 @@ def main() -> None:
         "style": args.style or f"random init, width {args.width}",
         "torch": torch.__version__, "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
         "cpu": platform.processor() or platform.machine(), "native_bf16": policy.cpu_has_native_bf16(),
-        "peak_gemm_gflop_per_s": {"fp32": gemm_peak(torch.float32), "bf16": gemm_peak(torch.bfloat16)}
+        # An emulated bf16 product of this size takes minutes, so only a native one is timed.
+        "peak_gemm_gflop_per_s": {"fp32": gemm_peak(torch.float32),
+                                  "bf16": gemm_peak(torch.bfloat16) if policy.cpu_has_native_bf16() else None}
         if device.type == "cpu" else None,
-        "results": results, "variants_512": variants,
+        "results": results, "variants": variants, "variant_size": args.variant_size,
     }, indent=1))
 
 

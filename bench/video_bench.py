@@ -2,14 +2,15 @@
 
     python bench/video_bench.py [--seconds 6] [--size 320x240] [--fps 25] [--batch 4] [--repeat 2]
                                 [--max-side N] [--keep-size] [--style NAME | --width 0.45] [--fp32]
-                                [--device cpu]
+                                [--device cpu] [--compile [MODE]]
 
 Both paths decode the same generated clip with OpenCV, run the same network in batches of the
 same size and encode with the same ffmpeg settings; the sequential loop does one stage at a
 time in one thread. Without --style a randomly initialised AnimeGANv2 is used (speed does
 not depend on the weights' values). Prints one JSON object, with the largest pixel difference
 between the two written videos (the pipeline must give the sequential loop's frames). The
-plain precision is a separate run with --fp32.
+plain precision is a separate run with --fp32. ``--compile`` runs the network through
+torch.compile (``Stylizer(compile_mode=...)``); its compile time is reported apart, not timed.
 """
 from __future__ import annotations
 
@@ -93,6 +94,8 @@ def main() -> None:
     parser.add_argument("--width", type=float, default=1.0, help="random init at this width (0.45: a -fast student)")
     parser.add_argument("--max-side", type=int, default=None, help="cap for the network (and output)")
     parser.add_argument("--keep-size", action="store_true", help="write at the source size despite --max-side")
+    parser.add_argument("--compile", nargs="?", const="default", default=None, metavar="MODE",
+                        help="torch.compile the network (MODE: default, reduce-overhead, ...)")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp_dir:
@@ -108,11 +111,15 @@ def main() -> None:
             save_weights(tmp / "bench.safetensors", build_model("animeganv2", config).state_dict(),
                          {"architecture": "animeganv2", "kind": "style", "config": config})
             style = "bench"
-        stylizer = Stylizer(style, args.device, half=False if args.fp32 else None)
+        stylizer = Stylizer(style, args.device, half=False if args.fp32 else None, compile_mode=args.compile)
         src = tmp / "clip.mp4"
         make_clip(src, args.seconds, args.size, args.fps)
         w, h = video.plan_geometry(*(int(v) for v in args.size.split("x")), None, args.max_side, args.keep_size).work
-        stylizer.run_arrays([torch.zeros(h, w, 3, dtype=torch.uint8).numpy()] * args.batch)  # warm-up
+        start = time.perf_counter()
+        stylizer.run_arrays([torch.zeros(h, w, 3, dtype=torch.uint8).numpy()] * args.batch)  # warm-up (and compile)
+        warm_up_s = time.perf_counter() - start
+        if stylizer.compile_error:
+            raise SystemExit(stylizer.compile_error)
 
         # Alternate the two and keep each one's best time: the machine may be shared.
         seq_s = overlap_s = float("inf")
@@ -135,13 +142,14 @@ def main() -> None:
         "clip": {"size": args.size, "fps": args.fps, "seconds": args.seconds, "frames": result.frames},
         "device": str(stylizer.device), "dtype": str(stylizer.dtype)[6:], "width": args.width,
         "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
-        "batch": args.batch, "repeat": args.repeat, "max_side": args.max_side, "keep_size": args.keep_size,
+        "compile": args.compile, "warm_up_s": round(warm_up_s, 2), "batch": args.batch, "repeat": args.repeat, "max_side": args.max_side, "keep_size": args.keep_size,
         "sequential_fps": round(frames_seq / seq_s, 2),
         "overlapped_fps": round(result.frames / overlap_s, 2),
         "overlapped_fps_without_audio_mux": round(result.frames / max(1e-9, overlap_s - mux_s), 2),
         "ratio": round((result.frames / overlap_s) / (frames_seq / seq_s), 3),
         "peak_frames_queued": result.peak_queued,
         **difference,
+        "compile_error": stylizer.compile_error,  # set if compiling failed mid-run (then the figures are eager)
         "model_busy_fraction": round(result.model_seconds / max(1e-9, result.model_seconds + result.model_wait_seconds), 3),
     }, indent=2))
 
