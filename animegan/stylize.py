@@ -65,7 +65,6 @@ class Stylizer:
         self.model = device_policy.prepare(build_from_weights(weights), self.device, self.dtype)
         self.min_size = getattr(self.model, "min_size", 16)
         self.multiple = getattr(self.model, "size_multiple", 1)
-        self.compile_mode = compile_mode
         self.compile_error: str | None = None
         self._compiled = device_policy.compile_network(self.model, compile_mode) if compile_mode else None
         self._widest: dict[tuple[int, int], int] = {}  # per frame size, the largest batch compiled for

@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from animegan import video  # noqa: E402
+from animegan.device import COMPILE_MODES  # noqa: E402
 from animegan.stylize import Stylizer  # noqa: E402
 
 
@@ -94,8 +95,8 @@ def main() -> None:
     parser.add_argument("--width", type=float, default=1.0, help="random init at this width (0.45: a -fast student)")
     parser.add_argument("--max-side", type=int, default=None, help="cap for the network (and output)")
     parser.add_argument("--keep-size", action="store_true", help="write at the source size despite --max-side")
-    parser.add_argument("--compile", nargs="?", const="default", default=None, metavar="MODE",
-                        help="torch.compile the network (MODE: default, reduce-overhead, ...)")
+    parser.add_argument("--compile", nargs="?", const="default", default=None, choices=COMPILE_MODES,
+                        metavar="MODE", help=f"torch.compile the network (MODE: {', '.join(COMPILE_MODES)})")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp_dir:
@@ -142,7 +143,8 @@ def main() -> None:
         "clip": {"size": args.size, "fps": args.fps, "seconds": args.seconds, "frames": result.frames},
         "device": str(stylizer.device), "dtype": str(stylizer.dtype)[6:], "width": args.width,
         "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
-        "compile": args.compile, "warm_up_s": round(warm_up_s, 2), "batch": args.batch, "repeat": args.repeat, "max_side": args.max_side, "keep_size": args.keep_size,
+        "compile": args.compile, "warm_up_s": round(warm_up_s, 2),
+        "batch": args.batch, "repeat": args.repeat, "max_side": args.max_side, "keep_size": args.keep_size,
         "sequential_fps": round(frames_seq / seq_s, 2),
         "overlapped_fps": round(result.frames / overlap_s, 2),
         "overlapped_fps_without_audio_mux": round(result.frames / max(1e-9, overlap_s - mux_s), 2),
