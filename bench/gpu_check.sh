@@ -28,10 +28,10 @@ if ! python -c "import imageio_ffmpeg" 2>/dev/null && [ -z "${IMAGEIO_FFMPEG_EXE
 fi
 
 if [ -n "${SMOKE:-}" ]; then
-    SIZES="256"; VIDEO="--seconds 0.4 --size 128x96 --repeat 1"; FACES="--batch 8 --steps 4"; STEPS=1
+    SIZES="256"; VIDEO="--seconds 0.4 --size 128x96 --repeat 1"; FACES="--batch 8 --steps 4"; TRAIN="--steps 1 --size 128"
 else
     SIZES="256 512 1024 1920x1080"; VIDEO="--seconds 4 --size 1920x1080 --batch 8 --repeat 2"
-    FACES="--batch 256 --steps 20"; STEPS=10
+    FACES="--batch 256 --steps 20"; TRAIN="--steps 10"
 fi
 
 step() {  # name, time limit in seconds, command...
@@ -51,4 +51,4 @@ step video_full.jsonl 90 python bench/video_bench.py --device "$DEVICE" $VIDEO
 step video_full_compiled.jsonl 150 python bench/video_bench.py --device "$DEVICE" $VIDEO --compile reduce-overhead
 step video_fast_student.jsonl 45 python bench/video_bench.py --device "$DEVICE" $VIDEO --width 0.45
 step faces.json 45 python bench/faces_bench.py --device "$DEVICE" $FACES
-step train_animegan.json 90 python bench/train_animegan_bench.py --device "$DEVICE" --steps "$STEPS"
+step train_animegan.json 90 python bench/train_animegan_bench.py --device "$DEVICE" $TRAIN
