@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from animegan import video  # noqa: E402
-from animegan.device import COMPILE_MODES  # noqa: E402
+from animegan.cli.options import add_compile_flag  # noqa: E402
 from animegan.stylize import Stylizer  # noqa: E402
 
 
@@ -95,8 +95,7 @@ def main() -> None:
     parser.add_argument("--width", type=float, default=1.0, help="random init at this width (0.45: a -fast student)")
     parser.add_argument("--max-side", type=int, default=None, help="cap for the network (and output)")
     parser.add_argument("--keep-size", action="store_true", help="write at the source size despite --max-side")
-    parser.add_argument("--compile", nargs="?", const="default", default=None, choices=COMPILE_MODES,
-                        metavar="MODE", help=f"torch.compile the network (MODE: {', '.join(COMPILE_MODES)})")
+    add_compile_flag(parser)
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp_dir:

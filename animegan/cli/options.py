@@ -7,7 +7,7 @@ import sys
 
 from tqdm import tqdm
 
-from ..device import PRECISION_ENV
+from ..device import COMPILE_MODES, PRECISION_ENV
 
 
 def add_device_flags(parser: argparse.ArgumentParser) -> None:
@@ -16,6 +16,13 @@ def add_device_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fp32", action="store_true",
                         help=f"run the network in float32 (default: bfloat16 on CPUs with native bf16, float16 "
                              f"on CUDA; the same as {PRECISION_ENV}=fp32)")
+
+
+def add_compile_flag(parser: argparse.ArgumentParser) -> None:
+    """``--compile [MODE]``: the network through torch.compile (``device.compile_network``)."""
+    parser.add_argument("--compile", nargs="?", const="default", default=None, choices=COMPILE_MODES, metavar="MODE",
+                        help="run the network through torch.compile (under a minute to compile first, then faster; "
+                             f"MODE: {', '.join(COMPILE_MODES)}; reduce-overhead adds CUDA graphs on a GPU)")
 
 
 def apply_precision_flag(args: argparse.Namespace) -> None:

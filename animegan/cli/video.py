@@ -5,9 +5,8 @@ import argparse
 import sys
 import threading
 
-from ..device import COMPILE_MODES
 from ..video import stylize_video
-from .options import LazyBar, add_device_flags, apply_precision_flag
+from .options import LazyBar, add_compile_flag, add_device_flags, apply_precision_flag
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -24,9 +23,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--start", type=float, default=None, help="start of the span to stylize, in seconds")
     p.add_argument("--end", type=float, default=None, help="end of the span to stylize, in seconds")
     p.add_argument("--batch", type=int, default=4, help="frames per model call (default 4)")
-    p.add_argument("--compile", nargs="?", const="default", default=None, choices=COMPILE_MODES, metavar="MODE",
-                   help="run the network through torch.compile (under a minute to compile first, then faster; "
-                        f"MODE: {', '.join(COMPILE_MODES)}; reduce-overhead adds CUDA graphs on a GPU)")
+    add_compile_flag(p)
     add_device_flags(p)
     p.set_defaults(run=run)
 
