@@ -1,20 +1,12 @@
-"""Hugging Face Hub: use a shared style or face model by its id, and share one.
+"""Hugging Face Hub: share a style or face model, and use a shared one by its id.
 
-Pull: ``hub:USER/NAME`` works anywhere a style name does (``load_weights`` routes it here).
-Optional parts: a file when a repo holds several, a revision (branch, tag or commit) last::
-
-    hub:USER/NAME                          -> model.safetensors on main
-    hub:USER/NAME@v1                       -> the same file at tag/branch/commit v1
-    hub:USER/NAME/other.safetensors@abc123 -> another file at a commit
-
-Files go through ``huggingface_hub.hf_hub_download`` into the standard HF cache
-(``$HF_HUB_CACHE``, else ``$HF_HOME/hub``, else ``~/.cache/huggingface/hub``), so they work
-offline afterwards (``HF_HUB_OFFLINE=1`` or ``ANIMEGAN_OFFLINE=1``). The small metadata JSON
-is downloaded and checked (format, architecture, config, kind) before the weights file is
-even downloaded; the weights themselves are then loaded by the weights registry as usual.
+Pull (``hub:USER/NAME`` ids, downloads with the metadata checked first) is
+``animegan.hub_pull``, below the weights registry; its public names are importable from here
+too, so ``animegan.hub`` is the one place a user looks.
 
 Push: ``prepare_upload`` lays out a folder (weights, metadata, model card, sample grid)
 without any network; ``push_folder`` uploads it with ``HfApi``; ``push_weights`` does both.
+A run folder is exported first (``animegan.export``).
 """
 from __future__ import annotations
 
@@ -23,269 +15,30 @@ import os
 import re
 import shutil
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 from PIL import Image, ImageOps
 
-from .errors import AnimeGANError
+from .errors import AnimeGANError, first_line
+from .export import export_run
 from .fileio import atomic_path, atomic_write_bytes, atomic_write_json
+# The pull side's public names, re-exported: ``animegan.hub.parse_hub_id`` and friends.
+from .hub_pull import (DEFAULT_FILE, LIBRARY_NAME, PREFIX, HubId, cached_hub_path,  # noqa: F401
+                       check_hub_metadata, hub_cache_dir, hub_offline, hub_weights_path, is_hub_name, parse_hub_id,
+                       parse_repo_id)
+from .metadata import HEADER_KEY, read_metadata
+from .weights import project_weights, weights_dir
 
-PREFIX = "hub:"
-DEFAULT_FILE = "model.safetensors"
-LIBRARY_NAME = "anime-studio"
 SAMPLE_FILE = "sample.png"
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
 FACE_GRID_SEEDS = tuple(range(16))
-ID_FORM = "hub:USER/NAME[/FILE.safetensors][@REVISION]"
-_REVISION_RE = re.compile(r"^[\w.\-/]{1,200}$")
-# The largest files a hub: id may make this app download. The project's generators are a few MB
-# (fp16 AnimeGANv2: 4.3 MB); a 1 GiB safetensors is far past any of them.
-MAX_WEIGHTS_BYTES = 1 << 30
-MAX_SIDE_FILE_BYTES = 16 << 20  # model.json, the sliders file
 # Keys that only make sense on the machine that trained the model (local paths).
 _PRIVATE_KEYS = ("run",)
 # Keys, at any depth, whose values are local folders: published as the folder's name alone
 # ("anime_faces"), which says what the data was without showing the trainer's disk.
 _PATH_KEYS = {"folder", "data", "photos", "anime", "eval_photos", "fid_reference"}
-
-
-# ----------------------------------------------------------------------------------------
-# Hub ids
-# ----------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class HubId:
-    """A weights file on the Hub: repository, file in it, revision (None = main)."""
-
-    repo_id: str
-    filename: str = DEFAULT_FILE
-    revision: str | None = None
-
-    def __str__(self) -> str:
-        text = PREFIX + self.repo_id
-        if self.filename != DEFAULT_FILE:
-            text += "/" + self.filename
-        return text + (f"@{self.revision}" if self.revision else "")
-
-    @property
-    def metadata_filename(self) -> str:
-        return self.filename[: -len(".safetensors")] + ".json"
-
-    @property
-    def sliders_filename(self) -> str:
-        return self.filename[: -len(".safetensors")] + ".sliders.safetensors"
-
-
-def is_hub_name(text: Any) -> bool:
-    """True for names of the form ``hub:...``."""
-    return isinstance(text, str) and text.strip().startswith(PREFIX)
-
-
-def parse_repo_id(text: str, what: str = "repository") -> str:
-    """Check ``USER/NAME`` (the Hub's naming rules) and return it; AnimeGANError otherwise."""
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
-
-    repo = str(text).strip()
-    if repo.count("/") != 1 or not all(repo.split("/")):
-        raise AnimeGANError(f"bad Hub {what} {text!r}: expected USER/NAME, e.g. alice/paprika-style")
-    try:
-        validate_repo_id(repo)
-    except HFValidationError as exc:
-        raise AnimeGANError(f"bad Hub {what} {text!r}: {_first_sentence(exc)}") from None
-    return repo
-
-
-def parse_hub_id(text: str) -> HubId:
-    """``hub:USER/NAME[/FILE.safetensors][@REVISION]`` -> HubId; a clear error for anything else."""
-    raw = str(text).strip()
-    if not raw.startswith(PREFIX):
-        raise AnimeGANError(f"bad hub id {text!r}: expected {ID_FORM}")
-    body = raw[len(PREFIX):].strip()
-    revision = None
-    if "@" in body:
-        body, revision = body.rsplit("@", 1)
-        if revision.endswith(".safetensors"):
-            raise AnimeGANError(f"bad hub id {text!r}: put the revision last, as in {ID_FORM}")
-        if not _REVISION_RE.match(revision) or ".." in revision:
-            raise AnimeGANError(f"bad hub id {text!r}: revision {revision!r} is not a branch, tag or commit name")
-    parts = body.split("/")
-    if len(parts) < 2 or not parts[0] or not parts[1]:
-        raise AnimeGANError(f"bad hub id {text!r}: expected {ID_FORM}")
-    repo = parse_repo_id("/".join(parts[:2]))
-    filename = "/".join(parts[2:]) or DEFAULT_FILE
-    if "\\" in filename or any(p in ("", ".", "..") for p in filename.split("/")):
-        raise AnimeGANError(f"bad hub id {text!r}: {filename!r} is not a file path inside the repository")
-    if not filename.endswith(".safetensors"):
-        raise AnimeGANError(f"bad hub id {text!r}: the file must be a .safetensors weights file, not {filename!r}")
-    return HubId(repo, filename, revision)
-
-
-# ----------------------------------------------------------------------------------------
-# Pull
-# ----------------------------------------------------------------------------------------
-def hub_cache_dir() -> Path | None:
-    """The HF cache folder from the environment, read now (huggingface_hub reads it at import)."""
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
-    if os.environ.get("HF_HOME"):
-        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
-    return None  # huggingface_hub's own default
-
-
-def _offline() -> bool:
-    from huggingface_hub import constants
-
-    from .weights import offline
-
-    return offline() or constants.is_offline_mode()
-
-
-def _check_size(hid: HubId, filename: str, revision: str | None) -> None:
-    """Refuse a file that is not cached yet and is larger than any model of this project could be.
-
-    One HEAD request (``get_hf_file_metadata``) before the download: a typed ``hub:`` id on a
-    shared app must not make the server fetch gigabytes.
-    """
-    from huggingface_hub import get_hf_file_metadata, hf_hub_url, try_to_load_from_cache
-
-    if isinstance(try_to_load_from_cache(hid.repo_id, filename, cache_dir=hub_cache_dir(), revision=revision), str):
-        return
-    limit = MAX_WEIGHTS_BYTES if filename.endswith(".safetensors") else MAX_SIDE_FILE_BYTES
-    try:
-        size = get_hf_file_metadata(hf_hub_url(hid.repo_id, filename, revision=revision)).size
-    except Exception:  # unreachable, no such repo or file ...: the download itself says which, clearly
-        return
-    if size is not None and size > limit:
-        raise AnimeGANError(f"{hid}: {filename} is {size / 2**20:,.0f} MiB, more than the {limit / 2**20:,.0f} MiB "
-                            "a model of this project can need; not downloaded")
-
-
-def _download(hid: HubId, filename: str, revision: str | None, optional: bool = False) -> Path | None:
-    """One file through hf_hub_download (its size checked first); None for an optional file the repo lacks."""
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub import errors as hf
-
-    local_only = _offline()
-    try:
-        if not local_only:
-            _check_size(hid, filename, revision)
-        return Path(hf_hub_download(hid.repo_id, filename, revision=revision, cache_dir=hub_cache_dir(),
-                                    local_files_only=local_only, library_name=LIBRARY_NAME))
-    except hf.GatedRepoError:
-        raise AnimeGANError(f"{hid}: the repository is gated; accept its terms on huggingface.co and "
-                            "set HF_TOKEN (or run 'hf auth login')") from None
-    except hf.RepositoryNotFoundError:
-        raise AnimeGANError(f"{hid}: no such model repository on the Hub (a private one needs HF_TOKEN "
-                            "or 'hf auth login')") from None
-    except hf.RevisionNotFoundError:
-        raise AnimeGANError(f"{hid}: the repository has no revision {revision!r}") from None
-    except hf.RemoteEntryNotFoundError:
-        if optional:
-            return None
-        raise AnimeGANError(f"{hid}: the repository has no file {filename!r}{_other_files_hint(hid)}") from None
-    except hf.LocalEntryNotFoundError:
-        if optional:
-            return None  # the caller decides whether a missing optional file matters
-        if local_only:
-            raise AnimeGANError(f"{hid}: not in the local Hugging Face cache and downloads are off "
-                                "(HF_HUB_OFFLINE / ANIMEGAN_OFFLINE); use it once with a network first") from None
-        raise AnimeGANError(f"{hid}: could not reach the Hugging Face Hub and no cached copy exists; "
-                            "check the network") from None
-    except hf.HfHubHTTPError as exc:
-        raise AnimeGANError(f"{hid}: the Hub refused the download ({_first_sentence(exc)})") from None
-    except OSError as exc:
-        raise AnimeGANError(f"{hid}: could not download {filename!r} ({_first_sentence(exc)})") from None
-
-
-def _other_files_hint(hid: HubId) -> str:
-    """Name the safetensors files the repo does hold (one extra request, on the error path only)."""
-    try:
-        from huggingface_hub import HfApi
-
-        files = [f for f in HfApi().list_repo_files(hid.repo_id, revision=hid.revision)
-                 if f.endswith(".safetensors") and not f.endswith(".sliders.safetensors")]
-    except Exception:  # the hint is a courtesy; the error is reported either way
-        return ""
-    if not files:
-        return " (it holds no .safetensors file)"
-    return "; name one: " + ", ".join(f"{PREFIX}{hid.repo_id}/{f}" for f in files[:5])
-
-
-def _snapshot_revision(path: Path, filename: str) -> str | None:
-    """The commit a cached file belongs to (``.../snapshots/<commit>/<filename>``)."""
-    depth = len(filename.split("/"))
-    folder = path.parents[depth - 1]
-    return folder.name if folder.parent.name == "snapshots" else None
-
-
-def check_hub_metadata(meta: Any, where: str, kind: str | None = None) -> dict[str, Any]:
-    """Validate metadata before any weights are loaded: format, architecture, config, kind."""
-    from .models import architecture_kind, make_config
-    from .weights import FORMAT, _check_metadata
-
-    if not isinstance(meta, dict):
-        raise AnimeGANError(f"{where}: metadata is not a JSON object")
-    fmt = meta.get("format")
-    if fmt != FORMAT:
-        hint = " (made by a newer anime studio? update it)" if str(fmt).startswith(FORMAT.split("/")[0]) else ""
-        raise AnimeGANError(f"{where}: metadata format is {fmt!r}, this version reads {FORMAT!r}{hint}")
-    meta = _check_metadata(dict(meta), Path(where))  # known architecture; fills kind/config defaults
-    if meta["kind"] != architecture_kind(meta["architecture"]):
-        raise AnimeGANError(f"{where}: metadata says kind {meta['kind']!r} but architecture "
-                            f"{meta['architecture']!r} is a {architecture_kind(meta['architecture'])!r} network")
-    if meta["kind"] not in ("style", "faces"):
-        raise AnimeGANError(f"{where}: holds a {meta['kind']} network, not a style or face model")
-    if kind is not None and meta["kind"] != kind:
-        wanted = {"style": "a photo-to-anime style", "faces": "a face generator"}.get(kind, kind)
-        raise AnimeGANError(f"{where}: holds a {meta['kind']!r} model, not {wanted}")
-    try:
-        make_config(meta["architecture"], meta.get("config"))
-    except (TypeError, ValueError) as exc:
-        raise AnimeGANError(f"{where}: bad architecture config ({exc})") from None
-    return meta
-
-
-def hub_weights_path(name: str | HubId, kind: str | None = None) -> Path:
-    """The local cached ``.safetensors`` file of a hub name, downloading it when needed.
-
-    The metadata JSON comes first and is checked (``check_hub_metadata``, with ``kind`` when
-    given) before the weights file is downloaded; both are taken from the same commit. A
-    repo without the JSON falls back to the metadata in the safetensors header, checked
-    before anything loads the tensors.
-    """
-    from .weights import read_metadata
-
-    hid = name if isinstance(name, HubId) else parse_hub_id(name)
-    meta_path = _download(hid, hid.metadata_filename, hid.revision, optional=True)
-    revision = hid.revision
-    if meta_path is not None:
-        try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise AnimeGANError(f"{hid}: {hid.metadata_filename} is not valid JSON ({_first_sentence(exc)})") from None
-        check_hub_metadata(meta, str(hid), kind)
-        revision = _snapshot_revision(meta_path, hid.metadata_filename) or revision
-    path = _download(hid, hid.filename, revision)
-    assert path is not None
-    if meta_path is None:
-        check_hub_metadata(read_metadata(path), str(hid), kind)  # header only: no tensor is read
-    if kind in (None, "faces") and read_metadata(path).get("kind") == "faces":
-        _download(hid, hid.sliders_filename, revision, optional=True)  # lands beside the weights
-    return path
-
-
-def cached_hub_path(name: str) -> Path | None:
-    """The cached weights file of a hub name without any network request (None if not cached)."""
-    from huggingface_hub import try_to_load_from_cache
-
-    try:
-        hid = parse_hub_id(name)
-    except AnimeGANError:
-        return None
-    found = try_to_load_from_cache(hid.repo_id, hid.filename, cache_dir=hub_cache_dir(), revision=hid.revision)
-    return Path(found) if isinstance(found, str) else None
 
 
 # ----------------------------------------------------------------------------------------
@@ -308,7 +61,7 @@ def token_available() -> bool:
 def check_can_push(token: str | None = None) -> str:
     """The token for a push; a clear error when there is none or downloads/uploads are off."""
     found = require_token(token)
-    if _offline():
+    if hub_offline():
         raise AnimeGANError("cannot push while offline (HF_HUB_OFFLINE / ANIMEGAN_OFFLINE is set)")
     return found
 
@@ -327,10 +80,8 @@ def require_token(token: str | None = None) -> str:
 def resolve_source(path_or_name: str | os.PathLike[str], workdir: Path, name: str | None = None) -> Path:
     """A weights file, a project weights name or a training run folder -> a ``.safetensors`` file.
 
-    A run folder is exported first (into ``workdir``) with its trainer's own export.
+    A run folder is exported first (into ``workdir``) by ``animegan.export.export_run``.
     """
-    from .weights import project_weights, weights_dir
-
     text = str(path_or_name).strip()
     if not text:
         raise AnimeGANError("name the weights to push: a .safetensors file, a project style/face name or a run folder")
@@ -347,30 +98,6 @@ def resolve_source(path_or_name: str | os.PathLike[str], workdir: Path, name: st
     if "/" not in text and os.sep not in text and text in project_weights():
         return weights_dir() / f"{text}.safetensors"
     raise AnimeGANError(f"{text!r}: no such weights file, project weights name or run folder")
-
-
-def export_run(run_dir: Path, workdir: Path, name: str | None = None) -> Path:
-    """Export a training run's newest generator into ``workdir`` with the trainer that made it."""
-    config_path = run_dir / "config.json"
-    if not config_path.is_file():
-        raise AnimeGANError(f"{run_dir}: a folder, but not a training run (no config.json)")
-    try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-    except ValueError as exc:
-        raise AnimeGANError(f"{config_path}: not valid JSON ({_first_sentence(exc)})") from None
-    name = name or re.sub(r"[^\w\-]+", "-", run_dir.resolve().name).strip("-.") or "model"
-    try:
-        if config.get("trainer") == "animegan" or "recipe" in config:
-            from train.animegan import export_style
-
-            return export_style(run_dir, name, weights_folder=workdir)
-        if config.get("arch") in ("dcgan", "dcgan_improved"):
-            from train.faces import export
-
-            return export(run_dir, name, weights_dir=workdir)
-    except ImportError as exc:
-        raise AnimeGANError(f"{run_dir}: cannot export a run without the train package ({exc})") from None
-    raise AnimeGANError(f"{run_dir}: not a run of train.animegan or train.faces; export it first")
 
 
 def _folder_name(path: str) -> str:
@@ -404,8 +131,6 @@ def prepare_upload(path_or_name: str | os.PathLike[str], folder: str | os.PathLi
     """
     from safetensors.torch import load_file, save_file
 
-    from .weights import HEADER_KEY, read_metadata
-
     repo = parse_repo_id(repo)
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
@@ -421,7 +146,7 @@ def prepare_upload(path_or_name: str | os.PathLike[str], folder: str | os.PathLi
         try:
             tensors = load_file(str(source))
         except Exception as exc:  # safetensors raises several types for bad files
-            raise AnimeGANError(f"{source}: not a readable safetensors file ({_first_sentence(exc)})") from None
+            raise AnimeGANError(f"{source}: not a readable safetensors file ({first_line(exc)})") from None
         with atomic_path(weights) as part:
             save_file(tensors, str(part), metadata={HEADER_KEY: json.dumps(meta)})
         atomic_write_json(folder / "model.json", meta)
@@ -642,9 +367,9 @@ def push_folder(folder: str | os.PathLike[str], repo: str, token: str | None = N
         if status == 403:
             raise AnimeGANError(f"the token may not write to {repo}: use a token with write access to "
                                 f"that user or organisation") from None
-        raise AnimeGANError(f"the Hub refused the upload to {repo} ({_first_sentence(exc)})") from None
+        raise AnimeGANError(f"the Hub refused the upload to {repo} ({first_line(exc)})") from None
     except OSError as exc:  # connection errors are OSErrors too
-        raise AnimeGANError(f"could not upload to {repo} ({_first_sentence(exc)}); check the network") from None
+        raise AnimeGANError(f"could not upload to {repo} ({first_line(exc)}); check the network") from None
     return str(url)
 
 
@@ -661,8 +386,3 @@ def push_weights(path_or_name: str | os.PathLike[str], repo: str, token: str | N
         if progress:
             progress(0.5, f"uploading to {repo}")
         return push_folder(folder, repo, token=token, private=private)
-
-
-def _first_sentence(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:200]

@@ -14,7 +14,7 @@
 
 The trainer runs as its own process, with exactly the command a user would type
 (``python -m train.faces ...`` or ``python -m train.animegan ...``) in a new session, its
-output going to ``RUN/log.txt``; the app only reads the run folder (``train/runs.py``), so a
+output going to ``RUN/log.txt``; the app only reads the run folder (``animegan.runs``), so a
 crashing trainer cannot take the app down. Runs live under ``./runs`` (``$ANIMEGAN_RUNS_DIR``).
 """
 from __future__ import annotations
@@ -35,8 +35,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .errors import AnimeGANError
+from .export import export_faces, export_style, is_style_run
 from .images import image_files, open_image
 from .names import check_name
+from .runs import RunFolder, list_runs, read_metrics
+from .weights import weights_dir
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 KINDS = {"faces": "train.faces", "style": "train.animegan"}
@@ -363,7 +366,7 @@ def format_duration(seconds: float) -> str:
 
 def run_kind(config: dict[str, Any]) -> str:
     """Which trainer wrote a config.json."""
-    return "style" if config.get("trainer") == "animegan" or "recipe" in config else "faces"
+    return "style" if is_style_run(config) else "faces"
 
 
 def log_tail(path: str | os.PathLike[str], lines: int = 15, max_bytes: int = 16384) -> str:
@@ -395,8 +398,6 @@ def _pid_alive(pid: Any) -> bool:
 
 def _trainer_pid(run: Path) -> int | None:
     """The pid of a live trainer writing ``run`` (started by another app or a terminal), or None."""
-    from train.runs import RunFolder
-
     status = RunFolder(run).read_status()
     pid = status.get("pid")
     if status.get("state") != "running" or not _pid_alive(pid):
@@ -477,8 +478,6 @@ class TrainingManager:
         A run stopped before its first checkpoint starts again from step 0 with its saved config
         (the name stays taken, so this is the only way to train it further).
         """
-        from train.runs import RunFolder
-
         require_training_enabled()
         run = self.path(name)
         folder = RunFolder(run)
@@ -565,8 +564,6 @@ class TrainingManager:
 
     # -- reading runs ---------------------------------------------------------------------
     def _run_folders(self) -> list[Path]:
-        from train.runs import list_runs
-
         return [r.path for r in list_runs(self.root)]
 
     def runs(self) -> list[str]:
@@ -591,8 +588,6 @@ class TrainingManager:
 
     def status(self, name: str | None = None) -> TrainingStatus:
         """Everything the app shows about a run (default: ``current()``). Never raises for a broken run."""
-        from train.runs import RunFolder, read_metrics
-
         name = name or self.current()
         if not name:
             return TrainingStatus(None)
@@ -657,8 +652,6 @@ class TrainingManager:
 
     def metrics_long(self, name: str, prefix: str = "loss_", max_points: int = MAX_PLOT_POINTS) -> list[dict[str, Any]]:
         """Logged figures in long format ``{"step", "value", "series"}`` (series named without ``prefix``)."""
-        from train.runs import read_metrics
-
         records = read_metrics(self.path(name) / "metrics.jsonl")
         return metrics_long(records, prefix, max_points)
 
@@ -674,10 +667,6 @@ class TrainingManager:
     # -- export ---------------------------------------------------------------------------
     def export(self, name: str, weights_name: str, overwrite: bool = False) -> Path:
         """Write the run's newest checkpoint as ``weights/WEIGHTS_NAME.safetensors`` for the app's tabs."""
-        from train.runs import RunFolder
-
-        from .weights import weights_dir
-
         require_training_enabled()
         run = self.path(name)
         weights_name = check_name(weights_name, "weights name")
@@ -686,11 +675,7 @@ class TrainingManager:
         if target.exists() and not overwrite:
             raise AnimeGANError(f"weights {weights_name!r} already exist in {target.parent}: pick another name")
         if kind == "faces":
-            from train.faces import export as export_faces
-
             return export_faces(run, weights_name)
-        from train.animegan import export_style
-
         return export_style(run, weights_name)
 
 

@@ -1,4 +1,4 @@
-"""Weights registry: a style name, a file path or a community preset -> a ready network.
+"""Weights registry: a style name, a file path, a community preset or a hub id -> a ready network.
 
 Three sources, in the order the app lists them:
 
@@ -9,11 +9,14 @@ Three sources, in the order the app lists them:
 * any ``.safetensors`` or ``.pt`` path a user passes (a community checkpoint converted to
   safetensors, with no metadata of ours, is recognised by its AnimeGANv2 key names).
 
+A ``hub:USER/NAME`` id works wherever a name does: ``animegan.hub_pull`` turns it into a checked
+file in the Hugging Face cache, loaded here like any other (the hub never imports this module).
+The metadata format (reading, checking) is ``animegan.metadata``.
+
 Nothing here unpickles arbitrary objects: safetensors, or ``torch.load(weights_only=True)``.
 """
 from __future__ import annotations
 
-import functools
 import json
 import os
 import urllib.error
@@ -27,12 +30,12 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .errors import AnimeGANError
+from .errors import AnimeGANError, first_line
 from .fileio import atomic_path, atomic_write_json, file_sha256
-from .models import ARCHITECTURES, architecture_kind, build_model
+from .hub_pull import PREFIX, cached_hub_path, hub_weights_path, offline
+from .metadata import COMMUNITY_META, FORMAT, HEADER_KEY, check_metadata, read_metadata
+from .models import architecture_kind, build_model
 
-FORMAT = "animegan-weights/1"
-HEADER_KEY = "animegan"
 PACKAGE_WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 
 COMMUNITY_URL = "https://github.com/bryandlee/animegan2-pytorch/raw/main/weights/{name}.pt"
@@ -41,14 +44,6 @@ COMMUNITY_PRESETS: dict[str, str] = {
     "face_paint_512_v1": "Portraits, softer (community AnimeGANv2, 512px face crops)",
     "celeba_distill": "Portraits, distilled from a CelebA teacher (community AnimeGANv2)",
     "paprika": "Scenery in the style of the film Paprika (community AnimeGANv2)",
-}
-COMMUNITY_META: dict[str, Any] = {
-    "format": FORMAT,
-    "kind": "style",
-    "architecture": "animeganv2",
-    "config": {"align_corners": True},
-    "licence": "Community AnimeGANv2 PyTorch port weights (bryandlee/animegan2-pytorch, MIT code); "
-               "check that repository for the terms of the weights.",
 }
 
 
@@ -83,11 +78,6 @@ def cache_dir() -> Path:
         return Path(os.environ["ANIMEGAN_CACHE"])
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "animegan"
-
-
-def offline() -> bool:
-    """True when downloads are forbidden (``ANIMEGAN_OFFLINE=1`` or ``HF_HUB_OFFLINE=1``)."""
-    return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes") for v in ("ANIMEGAN_OFFLINE", "HF_HUB_OFFLINE"))
 
 
 # ----------------------------------------------------------------------------------------
@@ -147,84 +137,10 @@ def describe(name: str) -> str:
 # ----------------------------------------------------------------------------------------
 # Reading
 # ----------------------------------------------------------------------------------------
-def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Metadata of a safetensors weights file: the sidecar JSON, else the header's copy."""
-    path = Path(path)
-    sidecar = path.with_suffix(".json")
-    if sidecar.is_file():
-        try:
-            meta = json.loads(sidecar.read_text(encoding="utf-8"))
-        except ValueError as exc:
-            raise AnimeGANError(f"{sidecar}: metadata is not valid JSON ({exc})") from None
-    else:
-        meta = _header_metadata(path)
-    return _check_metadata(meta, path)
-
-
-def _header_metadata(path: Path) -> dict[str, Any]:
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as fh:
-            header = fh.metadata() or {}
-    except FileNotFoundError:
-        raise AnimeGANError(f"{path}: no such weights file") from None
-    except Exception as exc:  # safetensors raises several types for bad files
-        raise AnimeGANError(f"{path}: not a readable safetensors file ({_short(exc)})") from None
-    if HEADER_KEY not in header:
-        if _has_community_v2_layout(path):
-            return {**COMMUNITY_META, "name": path.stem, "description": path.name}
-        raise AnimeGANError(f"{path}: safetensors file without animegan metadata and no {path.stem}.json beside it, "
-                            "and not the community AnimeGANv2 layout; say which architecture it is by adding that JSON")
-    try:
-        return json.loads(header[HEADER_KEY])
-    except ValueError:
-        raise AnimeGANError(f"{path}: damaged animegan metadata in the safetensors header") from None
-
-
-def _has_community_v2_layout(path: Path) -> bool:
-    """True when a safetensors file holds exactly the community AnimeGANv2 keys, with their shapes.
-
-    Conversions of the community checkpoints to safetensors carry no metadata of ours; their
-    key names say what they are (``../shared/formats``). Only names are trusted here, never the
-    order: safetensors does not keep it. Read from the header alone, no tensor is loaded.
-    """
-    from safetensors import safe_open
-
-    reference = _community_v2_shapes()
-    try:
-        with safe_open(str(path), framework="pt") as fh:
-            keys = set(fh.keys())
-            return keys == set(reference) and all(
-                tuple(fh.get_slice(k).get_shape()) == reference[k] for k in keys)
-    except Exception:  # unreadable: the caller's message says what the file lacks
-        return False
-
-
-@functools.lru_cache(maxsize=1)
-def _community_v2_shapes() -> dict[str, tuple[int, ...]]:
-    with torch.device("meta"):
-        net = build_model("animeganv2")
-    return {k: tuple(v.shape) for k, v in net.state_dict().items()}
-
-
-def _check_metadata(meta: Any, path: Path) -> dict[str, Any]:
-    if not isinstance(meta, dict) or "architecture" not in meta:
-        raise AnimeGANError(f"{path}: metadata has no 'architecture'")
-    if meta["architecture"] not in ARCHITECTURES:
-        raise AnimeGANError(f"{path}: unknown architecture {meta['architecture']!r} "
-                            f"(this version knows {', '.join(sorted(ARCHITECTURES))})")
-    meta.setdefault("kind", architecture_kind(meta["architecture"]))
-    meta.setdefault("config", {})
-    return meta
-
-
 def identity(name_or_path: str | os.PathLike[str]) -> str:
     """A key that changes when the weights a name points at change (for caches of loaded models)."""
     text = str(name_or_path).strip()
-    if text.startswith("hub:"):  # the cached copy, looked up without a network request
-        from .hub import cached_hub_path
-
+    if text.startswith(PREFIX):  # the cached copy, looked up without a network request
         cached = cached_hub_path(text)
         if cached is None:
             return text
@@ -249,9 +165,7 @@ def load_weights(name_or_path: str | os.PathLike[str], kind: str | None = None) 
     text = str(name_or_path).strip()
     if not text:
         raise AnimeGANError(no_styles_message())
-    if text.startswith("hub:"):  # a Hugging Face Hub model: animegan.hub fetches it, metadata first
-        from .hub import hub_weights_path
-
+    if text.startswith(PREFIX):  # a Hugging Face Hub model: animegan.hub_pull fetches it, metadata first
         return _load_safetensors(hub_weights_path(text, kind=kind))
     project_file = weights_dir() / f"{text}.safetensors"
     if os.sep not in text and "/" not in text and project_file.is_file():
@@ -277,7 +191,7 @@ def _load_safetensors(path: Path) -> LoadedWeights:
     try:
         state = load_file(str(path))
     except Exception as exc:  # safetensors raises several types for bad files
-        raise AnimeGANError(f"{path}: not a readable safetensors file ({_short(exc)})") from None
+        raise AnimeGANError(f"{path}: not a readable safetensors file ({first_line(exc)})") from None
     return LoadedWeights(str(path), state, meta)
 
 
@@ -299,8 +213,8 @@ def read_pt_state_dict(path: Path) -> dict[str, torch.Tensor]:
             raise AnimeGANError(f"{path}: refused: the file holds Python objects other than tensors, "
                                 "and loading it could run code") from None
         if isinstance(exc, (zipfile.BadZipFile, EOFError, RuntimeError)) or "zip" in message.lower():
-            raise AnimeGANError(f"{path}: truncated or damaged checkpoint ({_short(exc)})") from None
-        raise AnimeGANError(f"{path}: not a PyTorch checkpoint ({_short(exc)})") from None
+            raise AnimeGANError(f"{path}: truncated or damaged checkpoint ({first_line(exc)})") from None
+        raise AnimeGANError(f"{path}: not a PyTorch checkpoint ({first_line(exc)})") from None
     return unwrap_state_dict(obj, path)
 
 
@@ -400,7 +314,7 @@ def save_weights(path: str | os.PathLike[str], state_dict: dict[str, torch.Tenso
     Floating tensors are stored as ``dtype`` (fp16 halves the size; inference upcasts).
     """
     path = Path(path)
-    meta = _check_metadata({"format": FORMAT, **metadata, "name": metadata.get("name", path.stem)}, path)
+    meta = check_metadata({"format": FORMAT, **metadata, "name": metadata.get("name", path.stem)}, path)
     tensors = {k: (v.detach().to(dtype) if dtype is not None and v.is_floating_point() else v.detach()).contiguous().cpu()
                for k, v in state_dict.items()}
     with atomic_path(path) as tmp:
@@ -423,7 +337,7 @@ def update_metadata(path: str | os.PathLike[str], updates: dict[str, Any]) -> di
     try:
         tensors = load_file(str(path))
     except Exception as exc:  # safetensors raises several types for bad files
-        raise AnimeGANError(f"{path}: not a readable safetensors file ({_short(exc)})") from None
+        raise AnimeGANError(f"{path}: not a readable safetensors file ({first_line(exc)})") from None
     save_weights(path, tensors, meta, dtype=None)
     return meta
 
@@ -464,15 +378,10 @@ def fetch_preset(name: str, url: str | None = None) -> Path:
                 while chunk := response.read(1 << 20):
                     out.write(chunk)
         except (urllib.error.URLError, OSError, TimeoutError) as exc:
-            raise AnimeGANError(f"could not download style {name!r} from {url} ({_short(exc)}); "
+            raise AnimeGANError(f"could not download style {name!r} from {url} ({first_line(exc)}); "
                                 "check the network or use a weights file") from None
         state = read_pt_state_dict(tmp)  # raises a clear error on a broken download
         convert_v2_state_dict(state, build_model("animeganv2").state_dict(), url)
         digest = file_sha256(tmp)
     path.with_suffix(".sha256").write_text(digest + "\n")
     return path
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:200]

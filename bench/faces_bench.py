@@ -69,8 +69,8 @@ def latency(variant: str, size: int, device: str, repeats: int = 20) -> dict:
 
 def throughput(variant: str, size: int, batch: int, steps: int, device: str, data: Path, out: Path) -> dict:
     """Trainer images/s, the plain way against the fast path, and how far apart their samples end."""
+    from animegan.runs import RunFolder
     from train.faces import FaceTrainConfig, train
-    from train.runs import RunFolder
 
     rates, grids, precision = {}, {}, ""
     for way, fast in (("plain", False), ("project", True)):

@@ -8,10 +8,10 @@ import pytest
 import torch
 from PIL import Image
 
+from animegan.runs import RunFolder
 from animegan.weights import available_styles, save_weights
 from conftest import gradient_image, make_v2_generator
 from train.distill import DistillConfig, Distiller, evaluate, export, main
-from train.runs import RunFolder
 
 SMALL = dict(size=32, batch=2, log_every=1, sample_every=3, checkpoint_every=2, val_photos=2, lr=3e-3)
 

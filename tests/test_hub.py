@@ -243,7 +243,7 @@ def test_upload_folder_for_a_style(style: str, tmp_path: Path) -> None:
     meta = json.loads((folder / "model.json").read_text())
     assert meta["kind"] == "style" and meta["architecture"] == "animeganv2"
     # The uploaded file rebuilds the same network from its own header.
-    from animegan.weights import _header_metadata
+    from animegan.metadata import _header_metadata
 
     shutil.move(folder / "model.json", tmp_path / "moved.json")
     assert _header_metadata(folder / "model.safetensors")["architecture"] == "animeganv2"

@@ -16,9 +16,11 @@ import torch
 from PIL import Image, ImageDraw
 
 from animegan.errors import AnimeGANError
+from animegan.export import export_style
+from animegan.runs import RunFolder
 from conftest import REPO, gradient_image
-from train.animegan import StyleTrainConfig, StyleTrainer, export_style, main
-from train.runs import RunFolder, step_generator
+from train.animegan import StyleTrainConfig, StyleTrainer, main
+from train.common import step_generator
 from train.style_data import StyleData, edge_smooth
 
 SMALL = dict(size=32, batch=2, init_steps=1, d_every=2, val_photos=2, perceptual_min_side=64, superpixels=16,

@@ -96,7 +96,7 @@ def test_dataset_check_counts_sizes_and_finds_bad_files(tmp_path: Path) -> None:
 
 def test_start_watch_stop_resume_export(manager: TrainingManager, tmp_path: Path, weights_dir: Path) -> None:
     from animegan.weights import project_weights
-    from train.runs import RunFolder
+    from animegan.runs import RunFolder
 
     data = _pngs(tmp_path / "faces", 24)
     # Two browser tabs pressing Start at once: exactly one run starts.
@@ -182,7 +182,7 @@ def test_style_run_and_export(manager: TrainingManager, tmp_path: Path, weights_
 
 
 def test_a_run_stopped_before_its_first_checkpoint_can_be_resumed(manager: TrainingManager, tmp_path: Path) -> None:
-    from train.runs import RunFolder
+    from animegan.runs import RunFolder
 
     data = _pngs(tmp_path / "faces", 8)
     manager.start("faces", data, "early", _settings(4))

@@ -1,1 +1,1 @@
-"""Trainers: separate processes that write run folders (see ``train.runs``)."""
+"""Trainers: separate processes that write run folders (see ``animegan.runs``)."""

@@ -4,7 +4,7 @@
         [--preset scenery|portrait] [--config JSON] [--resume] [--export NAME]
 
 DIR holds ``real_images/`` (photos) and ``anime_images/`` (one anime style). The run folder
-is the face trainer's (``train.runs``). Schedule: ``init_steps`` of content-only
+is the face trainer's (``animegan.runs``). Schedule: ``init_steps`` of content-only
 reconstruction, then the GAN phase, where D (learning rate ``d_lr_ratio`` x G's) is updated
 once per ``d_every`` G updates. Every random draw comes from ``step_generator(seed, step,
 rank)``, so ``--resume`` from a checkpoint gives exactly the uninterrupted run. Under
@@ -29,22 +29,19 @@ from torch import nn
 
 from animegan.device import pick_device
 from animegan.errors import AnimeGANError
+from animegan.export import RECIPES, export_style
 from animegan.models import build_model, make_config
 from animegan.names import check_name
+from animegan.runs import RunFolder
 
 from . import distributed
+from .common import GracefulStop, image_rows_grid, read_config_arg, rng_state, set_rng_state, step_generator
 from .losses import (GAN_LOSSES, PRESETS, color_loss, content_loss, d_adv_loss, domain_loss, g_adv_loss,
                      gray_style_loss, preset_weights, region_smoothing_loss, revision_target, style_loss,
                      superpixel_average, tv_loss)
 from .perceptual import Perceptual
 from .precision import add_fp32_flag, train_precision
-from .runs import (GracefulStop, RunFolder, image_rows_grid, read_config_arg, rng_state, set_rng_state,
-                   step_generator)
 from .style_data import StyleBatch, StyleData
-
-RECIPES = {"v2": "animeganv2", "v3": "animeganv3"}
-LICENCE_NOTE = ("Trained with anime-studio's train.animegan; the weights carry the terms of their training "
-                "images (check them: e.g. research-only data gives research-only weights).")
 
 
 @dataclass
@@ -421,55 +418,6 @@ def threading_main() -> bool:
     import threading
 
     return threading.current_thread() is threading.main_thread()
-
-
-# ----------------------------------------------------------------------------------------
-# Export
-# ----------------------------------------------------------------------------------------
-def export_style(run_dir: str | Path, name: str, weights_folder: str | Path | None = None,
-                 description: str | None = None) -> Path:
-    """Write the run's newest generator to ``weights/NAME.safetensors`` (+ NAME.json).
-
-    After this the style is listed by ``animegan.weights.available_styles()`` and usable by
-    ``animegan.stylize`` and the app.
-    """
-    from animegan.weights import save_weights, weights_dir
-
-    name = check_name(name, "style name")  # the one rule for names that become files under weights/
-    rf = RunFolder(run_dir)
-    config = rf.read_config()
-    state = rf.load_latest_checkpoint()
-    if state is None:
-        raise AnimeGANError(f"{rf.path}: no checkpoint to export yet")
-    architecture = RECIPES.get(config.get("recipe", "v2"), "animeganv2")
-    arch_config = asdict(make_config(architecture, config.get("generator") or {}))
-    records = rf.metrics()
-    last = records[-1] if records else {}
-    metrics = {k: v for k, v in last.items() if k.startswith("loss_")}
-    for r in reversed(records):  # FID/KID if an evaluation logged them
-        for key in ("fid", "kid"):
-            if key in r and key not in metrics:
-                metrics[key] = r[key]
-    meta = {
-        "name": name,
-        "kind": "style",
-        "architecture": architecture,
-        "config": arch_config,
-        "description": description or (f"Trained with train.animegan ({config.get('recipe')} recipe, "
-                                        f"{config.get('preset')} preset, {int(state['step'])} steps)"),
-        "training_data": config.get("data_description", config.get("data", "")),
-        "steps": int(state["step"]),
-        "recipe": config.get("recipe"),
-        "preset": config.get("preset"),
-        "perceptual_network": config.get("perceptual_network"),
-        "train_config": {k: config[k] for k in ("size", "batch", "init_steps", "lr_g", "d_every", "gan_loss",
-                                                 "loss_weights") if k in config},
-        "metrics": metrics,
-        "run": str(rf.path),
-        "licence": LICENCE_NOTE,
-    }
-    folder = Path(weights_folder) if weights_folder else weights_dir()
-    return save_weights(folder / f"{name}.safetensors", state["generator"], meta)
 
 
 # ----------------------------------------------------------------------------------------

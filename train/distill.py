@@ -7,7 +7,7 @@ The student is an AnimeGANv2 generator with every channel count scaled by ``widt
 about 4.5x fewer FLOPs than the full network). It learns the teacher's outputs on random crops
 of the photos: L1 to the teacher's picture plus L1 between their perceptual features (the
 trainers' perceptual network: VGG19 where its weights are on the machine, else the offline
-Inception-v3). The run folder is the other trainers' (``train.runs``): config.json,
+Inception-v3). The run folder is the other trainers' (``animegan.runs``): config.json,
 metrics.jsonl, sample grids (photo / teacher / student rows), checkpoints and ``--resume``.
 
 ``evaluate`` measures how far a student is from its teacher on held-out photos (perceptual
@@ -34,12 +34,12 @@ from animegan.errors import AnimeGANError
 from animegan.models import build_model
 from animegan.models.flops import conv_flops
 from animegan.names import check_name
+from animegan.runs import RunFolder
 
 from .animegan import threading_main
+from .common import GracefulStop, image_rows_grid, read_config_arg, rng_state, set_rng_state, step_generator
 from .perceptual import Perceptual
 from .precision import add_fp32_flag, train_precision
-from .runs import (GracefulStop, RunFolder, image_rows_grid, read_config_arg, rng_state, set_rng_state,
-                   step_generator)
 from .style_data import PhotoCrops
 
 FAST_SUFFIX = "-fast"

@@ -9,7 +9,7 @@ read-only dataset, under the animegan cache folder), keyed by file, size and mod
 written atomically.
 
 Every random choice of a batch comes from a ``torch.Generator`` passed in (see
-``train.runs.step_generator``), so a resumed run draws exactly what an uninterrupted one would.
+``train.common.step_generator``), so a resumed run draws exactly what an uninterrupted one would.
 """
 from __future__ import annotations
 

@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
         raise AnimeGANError("--samples must be at least 2")
     run_folder = None
     if (source / "config.json").is_file() and (source / "checkpoints").is_dir():
-        from train.runs import RunFolder
+        from ..runs import RunFolder
 
         run_folder = RunFolder(source)
         generator, step = _run_generator(run_folder, args.device)  # before the reference: a bad run fails fast
@@ -58,18 +58,21 @@ def _run_generator(run, device_name: str | None = None):
     """The newest checkpoint's generator of a face run (EMA weights when the run keeps them)."""
     from ..device import pick_device, prepare
     from ..errors import AnimeGANError
+    from ..export import face_generator_config, is_style_run
     from ..models.dcgan import DCGANGenerator
-    from train.faces import config_from_dict
 
     config = run.read_config()
-    if config.get("trainer") == "animegan" or "recipe" in config:
+    if is_style_run(config):
         raise AnimeGANError(f"{run.path}: a photo-to-anime style run; FID of a run folder samples a face "
                             "generator. For a style, stylize held-out photos and compare that folder instead")
-    cfg = config_from_dict(config).resolved()
+    try:
+        g_cfg = face_generator_config(config)
+    except ValueError as exc:
+        raise AnimeGANError(f"{run.path}: bad face run config ({exc})") from None
     ckpt = run.load_latest_checkpoint()
     if ckpt is None:
         raise AnimeGANError(f"{run.path}: the run has no checkpoint yet")
-    generator = DCGANGenerator(cfg.generator_config())
+    generator = DCGANGenerator(g_cfg)
     generator.load_state_dict(ckpt.get("G_ema") or ckpt["G"])
     device = pick_device(device_name)
     return prepare(generator, device, torch_float32()), int(ckpt["step"])

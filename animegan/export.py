@@ -1,0 +1,159 @@
+"""A training run folder -> ``weights/NAME.safetensors`` (+ ``NAME.json``) for the app, the CLI and the Hub.
+
+``export_run`` picks the export by the run's config.json: a photo-to-anime run
+(``python -m train.animegan``) goes to ``export_style``, a face run (``python -m train.faces``)
+to ``export_faces``. Both read the run folder alone (``animegan.runs``): the config the trainer
+recorded says which network it trained, so no trainer code is needed. The trainers' ``--export``
+flags, the app's Training tab and ``python -m animegan push RUN`` all come here.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+from .errors import AnimeGANError, first_line
+from .faces import FaceGenerator, compute_sliders, save_sliders
+from .models import make_config
+from .models.dcgan import DCGANConfig, _check_size, variant_configs
+from .names import check_name
+from .runs import RunFolder
+from .weights import save_weights, weights_dir as default_weights_dir
+
+# A style run's recipe -> the generator architecture it trains (``train.animegan --recipe``).
+RECIPES = {"v2": "animeganv2", "v3": "animeganv3"}
+STYLE_LICENCE_NOTE = ("Trained with anime-studio's train.animegan; the weights carry the terms of their training "
+                      "images (check them: e.g. research-only data gives research-only weights).")
+FACE_LICENCE_NOTE = ("Trained on images that are copyrighted by their owners or licensed for non-commercial research; "
+                     "these weights are for non-commercial research use only.")
+FACE_ARCHS = ("dcgan", "dcgan_improved")
+
+
+def is_style_run(config: dict[str, Any]) -> bool:
+    """True for a config.json written by the photo-to-anime trainer (else a face run)."""
+    return config.get("trainer") == "animegan" or "recipe" in config
+
+
+def face_generator_config(config: dict[str, Any]) -> DCGANConfig:
+    """The generator a face run trains, from its config.json; ValueError for an impossible one.
+
+    The face trainer builds its generator with this too, so a run and its export always agree.
+    config.json records every field; the defaults are the trainer's, for a config written by hand.
+    """
+    arch = config.get("arch", "dcgan_improved")
+    image_size = int(config.get("image_size", 64))
+    _check_size(image_size)
+    g, _ = variant_configs(arch, image_size, config.get("latent_dim") or None, int(config.get("g_width", 64)))
+    return replace(g, upsample=config.get("upsample") or g.upsample)
+
+
+def export_run(run_dir: Path, workdir: Path, name: str | None = None) -> Path:
+    """Export a training run's newest generator into ``workdir``, as the trainer that made it would."""
+    config_path = run_dir / "config.json"
+    if not config_path.is_file():
+        raise AnimeGANError(f"{run_dir}: a folder, but not a training run (no config.json)")
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise AnimeGANError(f"{config_path}: not valid JSON ({first_line(exc)})") from None
+    name = name or re.sub(r"[^\w\-]+", "-", run_dir.resolve().name).strip("-.") or "model"
+    if is_style_run(config):
+        return export_style(run_dir, name, weights_folder=workdir)
+    if config.get("arch") in FACE_ARCHS:
+        return export_faces(run_dir, name, weights_dir=workdir)
+    raise AnimeGANError(f"{run_dir}: not a run of train.animegan or train.faces; export it first")
+
+
+def _newest_checkpoint(run: RunFolder) -> dict[str, Any]:
+    state = run.load_latest_checkpoint()
+    if state is None:
+        raise AnimeGANError(f"{run.path}: no checkpoint to export yet")
+    return state
+
+
+def export_style(run_dir: str | Path, name: str, weights_folder: str | Path | None = None,
+                 description: str | None = None) -> Path:
+    """Write a style run's newest generator to ``weights/NAME.safetensors`` (+ NAME.json).
+
+    After this the style is listed by ``animegan.weights.available_styles()`` and usable by
+    ``animegan.stylize`` and the app.
+    """
+    name = check_name(name, "style name")  # the one rule for names that become files under weights/
+    rf = RunFolder(run_dir)
+    config = rf.read_config()
+    state = _newest_checkpoint(rf)
+    architecture = RECIPES.get(config.get("recipe", "v2"), "animeganv2")
+    arch_config = asdict(make_config(architecture, config.get("generator") or {}))
+    records = rf.metrics()
+    last = records[-1] if records else {}
+    metrics = {k: v for k, v in last.items() if k.startswith("loss_")}
+    for r in reversed(records):  # FID/KID if an evaluation logged them
+        for key in ("fid", "kid"):
+            if key in r and key not in metrics:
+                metrics[key] = r[key]
+    meta = {
+        "name": name,
+        "kind": "style",
+        "architecture": architecture,
+        "config": arch_config,
+        "description": description or (f"Trained with train.animegan ({config.get('recipe')} recipe, "
+                                        f"{config.get('preset')} preset, {int(state['step'])} steps)"),
+        "training_data": config.get("data_description", config.get("data", "")),
+        "steps": int(state["step"]),
+        "recipe": config.get("recipe"),
+        "preset": config.get("preset"),
+        "perceptual_network": config.get("perceptual_network"),
+        "train_config": {k: config[k] for k in ("size", "batch", "init_steps", "lr_g", "d_every", "gan_loss",
+                                                 "loss_weights") if k in config},
+        "metrics": metrics,
+        "run": str(rf.path),
+        "licence": STYLE_LICENCE_NOTE,
+    }
+    folder = Path(weights_folder) if weights_folder else default_weights_dir()
+    return save_weights(folder / f"{name}.safetensors", state["generator"], meta)
+
+
+def export_faces(run_dir: str | Path, name: str, weights_dir: str | Path | None = None, use_ema: bool = True,
+                 description: str | None = None, sliders: bool = True) -> Path:
+    """Write a face run's newest generator (its EMA when there is one) as ``weights/NAME.safetensors``.
+
+    With ``sliders`` the semantic slider directions go beside it (``NAME.sliders.safetensors``).
+    """
+    name = check_name(name, "weights name")  # the one rule for names that become files under weights/
+    run = RunFolder(run_dir)
+    config = run.read_config()
+    try:
+        g_cfg = face_generator_config(config)
+    except ValueError as exc:
+        raise AnimeGANError(f"{run.path}: bad face run config ({exc})") from None
+    ckpt = _newest_checkpoint(run)
+    state = ckpt["G_ema"] if use_ema and "G_ema" in ckpt else ckpt["G"]
+    arch = config.get("arch", "dcgan_improved")
+    measured = {}
+    for record in run.metrics():
+        for key in ("fid", "kid"):
+            if key in record:
+                measured[key] = record[key]
+                measured[f"{key}_step"] = record["step"]
+    status = run.read_status()
+    metadata = {
+        "kind": "faces",
+        "architecture": "dcgan",
+        "config": asdict(g_cfg),
+        "description": description or f"Anime faces {g_cfg.image_size}x{g_cfg.image_size} ({arch}, "
+                                      f"{int(ckpt['step'])} steps)",
+        "training_data": {"folder": str(config.get("data", "")), "images": status.get("images"), "variant": arch,
+                          "training_config": config, "weights": "ema" if state is ckpt.get("G_ema") else "G"},
+        "steps": int(ckpt["step"]),
+        "metrics": measured,
+        "licence": FACE_LICENCE_NOTE,
+    }
+    folder = Path(weights_dir) if weights_dir else default_weights_dir()
+    path = save_weights(folder / f"{name}.safetensors", state, metadata)
+    if sliders:
+        # Computed from these weights, never read back from a file of the same name being replaced
+        directions = compute_sliders(FaceGenerator(path, device="cpu").net)
+        save_sliders(path.with_name(f"{name}.sliders.safetensors"), directions)
+    return path

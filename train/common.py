@@ -1,0 +1,95 @@
+"""What the trainers share besides the run folder itself (``animegan.runs``).
+
+Per-step randomness and RNG state (so a resumed run repeats exactly what the uninterrupted
+run would have drawn), the graceful stop on SIGTERM/SIGINT, ``--config`` values and the
+sample grids the trainers save.
+"""
+from __future__ import annotations
+
+import json
+import random
+import signal
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from animegan.errors import AnimeGANError
+
+
+def image_rows_grid(rows: list[torch.Tensor]) -> Any:
+    """Rows of NCHW images in [-1, 1] -> one PIL picture, a row per tensor (the trainers' sample grids)."""
+    from PIL import Image
+
+    lines = []
+    for row in rows:
+        a = ((row.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+        lines.append(np.concatenate(list(a), axis=1))
+    return Image.fromarray(np.concatenate(lines, axis=0))
+
+
+def read_config_arg(text: str) -> dict[str, Any]:
+    """A ``--config`` value: a JSON file's path or an inline JSON object."""
+    source = text
+    if not text.lstrip().startswith("{"):
+        path = Path(text)
+        if not path.is_file():
+            raise AnimeGANError(f"{text}: config file not found")
+        source = path.read_text(encoding="utf-8")
+    try:
+        values = json.loads(source)
+    except ValueError as exc:
+        raise AnimeGANError(f"{text}: config is not valid JSON ({exc})") from None
+    if not isinstance(values, dict):
+        raise AnimeGANError(f"{text}: config must be a JSON object")
+    return values
+
+
+def step_generator(seed: int, step: int, rank: int = 0) -> torch.Generator:
+    """A CPU generator for one step's randomness (batch choice, augmentation, noise).
+
+    Seeding from (seed, step, rank) rather than carrying one stream makes a resumed run draw
+    exactly what the uninterrupted run would have drawn, without saving data-loader state.
+    """
+    return torch.Generator().manual_seed((seed * 1_000_003 + step) * 4099 + rank)
+
+
+def rng_state() -> dict[str, Any]:
+    """Global RNG states as tensors and plain numbers, so checkpoints load with weights_only."""
+    _, np_keys, np_pos, _, _ = np.random.get_state()
+    py_version, py_keys, _ = random.getstate()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy_keys": torch.from_numpy(np_keys.astype(np.int64)),
+        "numpy_pos": int(np_pos),
+        "python_keys": torch.tensor(py_keys, dtype=torch.int64),
+        "python_version": int(py_version),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what ``rng_state`` saved."""
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    np.random.set_state(("MT19937", state["numpy_keys"].numpy().astype(np.uint32), state["numpy_pos"], 0, 0.0))
+    random.setstate((state["python_version"], tuple(int(k) for k in state["python_keys"]), None))
+
+
+class GracefulStop:
+    """SIGTERM/SIGINT set a flag; the loop checkpoints and exits 0 at the next step."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def install(self) -> "GracefulStop":
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.requested = True
