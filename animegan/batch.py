@@ -71,14 +71,16 @@ def save_image(image: Image.Image, path: Path) -> Path:
 
 def stylize_files(inputs: Sequence[str | os.PathLike[str]], output: str | os.PathLike[str], style: str | None = None,
                   *, portrait: bool = False, keep_colors: bool = False, max_side: int | None = None, tile: int = 1024,
-                  device: str | None = None, progress: Callable[[int, int], None] | None = None) -> BatchReport:
+                  device: str | None = None, half: bool | None = None,
+                  progress: Callable[[int, int], None] | None = None) -> BatchReport:
     """Stylize files and folders into ``output``; bad files are reported, the rest still written.
 
     A missing input or a folder without images is reported like a bad file while the rest are
     done; an unusable style, or nothing at all to stylize, is an ``AnimeGANError`` before any work.
+    ``half=False`` runs the network in float32 where the policy would use bfloat16 or float16.
     """
     output = Path(output)
-    stylizer = get_stylizer(style, device)  # a bad style fails here, once, not per file
+    stylizer = get_stylizer(style, device, half)  # a bad style fails here, once, not per file
     options = StyleOptions(portrait=portrait, keep_colors=keep_colors, max_side=max_side, tile=tile)
     jobs: list[tuple[Path, Path | None]] = []
     report = BatchReport()

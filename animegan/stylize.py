@@ -205,6 +205,8 @@ def get_stylizer(style: str | None = None, device: str | None = None, half: bool
                  compile_mode: str | None = None) -> Stylizer:
     """A cached ``Stylizer``: weights load once per style and device, and again if the file changes."""
     name = str(style) if style is not None else default_style()
+    if half is None and device_policy.full_precision_forced():
+        half = False  # keyed on what the environment asks now, not on what it asked when cached
     return _cached_stylizer(name, identity(name), None if device is None else str(device), half, compile_mode)
 
 

@@ -477,7 +477,7 @@ def stylize_video(input_path: str | os.PathLike[str], output_path: str | os.Path
                   portrait: bool = False, keep_colors: bool = False, max_side: int | None = None,
                   start: float | None = None, end: float | None = None, batch_size: int = 4,
                   progress: ProgressFn | None = None, cancel: "threading.Event | Callable[[], bool] | None" = None,
-                  device: str | None = None, keep_size: bool = False,
+                  device: str | None = None, half: bool | None = None, keep_size: bool = False,
                   stylizer: Stylizer | None = None, compile_mode: str | None = None) -> VideoResult:
     """Stylize a video file into ``output_path`` (.mp4/.m4v/.mov/.mkv: H.264 with the source's
     sound; .gif: silent GIF) at the source's frame rate and frame count, upright.
@@ -488,6 +488,7 @@ def stylize_video(input_path: str | os.PathLike[str], output_path: str | os.Path
     is checked between batches and stops the run with ``VideoCancelled``, leaving no output.
     ``compile_mode`` runs the network through ``torch.compile`` (see ``Stylizer``): its first
     batch waits for the compiler (under a minute on a small CPU), the rest run faster.
+    ``half=False`` runs the network in float32 where the policy would use bfloat16 or float16.
     """
     source, out_path = Path(input_path), Path(output_path)
     suffix = out_path.suffix.lower()
@@ -523,7 +524,7 @@ def stylize_video(input_path: str | os.PathLike[str], output_path: str | os.Path
             if crop is None:
                 warnings.append(f"{source.name}: no face found at the start; the whole frame was stylized")
         plan = plan_geometry(info.width, info.height, crop, max_side or None, keep_size)
-        model = stylizer or get_stylizer(style, device, compile_mode=compile_mode)
+        model = stylizer or get_stylizer(style, device, half, compile_mode=compile_mode)
         with atomic_path(out_path) as tmp:
             video_tmp = tmp.with_name(tmp.name + ".video.mp4")
             try:

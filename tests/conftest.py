@@ -2,18 +2,83 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
+import cv2  # noqa: F401 - imported first here: it sets LD_LIBRARY_PATH and QT_QPA_* on first import, not a leak
 import numpy as np
 import pytest
 import torch
 
 os.environ.setdefault("ANIMEGAN_OFFLINE", "1")  # a test must never reach the network
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "True")  # what gradio's Blocks sets anyway when analytics are off
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
+
+
+def _global_state() -> dict[str, object]:
+    """What one test could change for every test after it: the environment and torch's globals."""
+    return {
+        # Not pytest's own phase marker, nor a library's private variable (inductor sets one once).
+        "environment": {k: v for k, v in os.environ.items() if k != "PYTEST_CURRENT_TEST" and not k.startswith("_")},
+        "default dtype": torch.get_default_dtype(),
+        "grad mode": torch.is_grad_enabled(),
+        "threads": torch.get_num_threads(),
+        "deterministic algorithms": torch.are_deterministic_algorithms_enabled(),
+        "matmul precision": torch.get_float32_matmul_precision(),
+    }
+
+
+@pytest.fixture(autouse=True)
+def leaves_no_global_state() -> Iterator[None]:
+    """Fail a test that leaves the environment or torch's precision settings changed.
+
+    A leak hides bugs: an in-process ``--fp32`` once set ANIMEGAN_PRECISION for the rest of the
+    run, so every later test ran the float32 path on CPUs whose default is bfloat16.
+    """
+    before = _global_state()
+    yield
+    after = _global_state()
+    changed = [key for key in before if before[key] != after[key]]
+    if not changed:
+        return
+    details = []
+    for key in changed:
+        if key == "environment":
+            old, new = before[key], after[key]
+            assert isinstance(old, dict) and isinstance(new, dict)
+            names = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+            details.append(f"environment variables {names}")
+            for name in names:
+                if name in old:
+                    os.environ[name] = old[name]
+                else:
+                    os.environ.pop(name, None)
+        else:
+            details.append(f"{key} {before[key]!r} -> {after[key]!r}")
+    torch.set_default_dtype(before["default dtype"])  # type: ignore[arg-type]
+    torch.set_grad_enabled(bool(before["grad mode"]))
+    torch.set_num_threads(int(before["threads"]))  # type: ignore[call-overload]
+    torch.use_deterministic_algorithms(bool(before["deterministic algorithms"]))
+    torch.set_float32_matmul_precision(str(before["matmul precision"]))
+    pytest.fail("the test left global state changed for the tests after it: " + "; ".join(details))
+
+
+def _has_cxx() -> bool:
+    try:
+        from torch._inductor.cpp_builder import get_cpp_compiler
+
+        get_cpp_compiler()
+    except Exception:  # noqa: BLE001 - InvalidCxxCompiler, or an inductor without this helper
+        return False
+    return True
+
+
+# torch.compile on the CPU builds C++ kernels: a machine with no C++ compiler skips these.
+needs_cxx = pytest.mark.skipif(not _has_cxx(), reason="torch.compile on the CPU needs a C++ compiler")
 
 
 def make_v2_generator(seed: int = 0) -> torch.nn.Module:

@@ -21,6 +21,7 @@ from animegan import video as video_mod
 from animegan.errors import AnimeGANError
 from animegan.stylize import get_stylizer
 from animegan.video import VideoCancelled, probe_video, stylize_video
+from conftest import needs_cxx
 
 FFMPEG = video_mod.ffmpeg_exe()
 REPO = Path(__file__).resolve().parents[1]
@@ -123,13 +124,31 @@ def test_keeps_rate_count_length_and_sound(style: str, tmp_path: Path, audio: bo
     assert data.index(b"moov") < data.index(b"mdat")  # faststart: playable while it downloads
 
 
+@needs_cxx
 def test_compiled_network_writes_the_eager_frames(style: str, tmp_path: Path) -> None:
+    import torch
+    from torch._dynamo.utils import counters
+
+    from animegan import device as policy
+
     src = make_clip(tmp_path / "in.mp4", seconds=1.0, audio=False, size=(64, 48))
     eager = stylize_video(src, tmp_path / "eager.mp4", style, batch_size=3)
+    counters.clear()
     compiled = stylize_video(src, tmp_path / "compiled.mp4", style, batch_size=3, compile_mode="default")
     assert compiled.frames == eager.frames == 10  # batches of 3, 3, 3 and a padded 1
-    assert not compiled.warnings  # no "torch.compile failed": it ran compiled
-    assert mad(ffmpeg_frames(compiled.path, (64, 48)), ffmpeg_frames(eager.path, (64, 48))) < 0.5
+    assert not compiled.warnings  # no "torch.compile failed" ...
+    assert counters["stats"]["unique_graphs"] == 1  # ... and the compiled graph really ran, once
+    eager_frames, compiled_frames = ffmpeg_frames(eager.path, (64, 48)), ffmpeg_frames(compiled.path, (64, 48))
+    if policy.inference_dtype(torch.device("cpu")) == torch.float32:
+        assert mad(compiled_frames, eager_frames) < 0.5
+    else:
+        # In bf16, fused kernels round at other points than eager ops do, and H.264 then encodes
+        # two slightly different inputs differently (1.9/255 apart here, 0.4 before encoding).
+        # Both are bf16 approximations of the float32 network: the compiled one may be no
+        # further from it than the eager bf16 path is.
+        full = stylize_video(src, tmp_path / "full.mp4", style, batch_size=3, half=False)
+        full_frames = ffmpeg_frames(full.path, (64, 48))
+        assert mad(compiled_frames, full_frames) <= 1.25 * mad(eager_frames, full_frames) + 0.25
 
 
 def test_trim_takes_the_right_frames_and_sound(style: str, tmp_path: Path) -> None:

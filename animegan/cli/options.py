@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from tqdm import tqdm
@@ -25,10 +24,13 @@ def add_compile_flag(parser: argparse.ArgumentParser) -> None:
                              f"MODE: {', '.join(COMPILE_MODES)}; reduce-overhead adds CUDA graphs on a GPU)")
 
 
-def apply_precision_flag(args: argparse.Namespace) -> None:
-    # Through the environment, so every stylizer this command builds (image batches, video) sees it.
-    if getattr(args, "fp32", False):
-        os.environ[PRECISION_ENV] = "fp32"
+def half_from_flags(args: argparse.Namespace) -> bool | None:
+    """The ``half`` argument the library takes: False with ``--fp32``, else None (the policy decides).
+
+    Passed down rather than written into the environment, so calling ``main()`` in a process
+    (a test, a notebook) changes nothing for the work that follows it.
+    """
+    return False if getattr(args, "fp32", False) else None
 
 
 class LazyBar:

@@ -5,7 +5,7 @@ import argparse
 import sys
 
 from ..batch import stylize_files
-from .options import LazyBar, add_device_flags, apply_precision_flag
+from .options import LazyBar, add_device_flags, half_from_flags
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -24,12 +24,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    apply_precision_flag(args)
     progress = LazyBar("img", "stylize")
     try:
         report = stylize_files(args.inputs, args.output, style=args.style, portrait=args.portrait,
                                keep_colors=args.keep_colors, max_side=args.max_side, tile=args.tile,
-                               device=args.device, progress=progress)
+                               device=args.device, half=half_from_flags(args), progress=progress)
     finally:
         progress.close()
     for path in report.written:

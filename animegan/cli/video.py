@@ -6,7 +6,7 @@ import sys
 import threading
 
 from ..video import stylize_video
-from .options import LazyBar, add_compile_flag, add_device_flags, apply_precision_flag
+from .options import LazyBar, add_compile_flag, add_device_flags, half_from_flags
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -29,7 +29,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    apply_precision_flag(args)
     progress = LazyBar("frame", "video")
     cancel = threading.Event()
 
@@ -37,7 +36,8 @@ def run(args: argparse.Namespace) -> int:
         result = stylize_video(args.input, args.output, args.style, portrait=args.portrait,
                                keep_colors=args.keep_colors, max_side=args.max_side, start=args.start,
                                end=args.end, batch_size=args.batch, progress=progress, cancel=cancel,
-                               device=args.device, keep_size=args.keep_size, compile_mode=args.compile)
+                               device=args.device, half=half_from_flags(args), keep_size=args.keep_size,
+                               compile_mode=args.compile)
     except KeyboardInterrupt:
         # stylize_video has already stopped its threads and removed its temporary files.
         cancel.set()
