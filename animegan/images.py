@@ -15,7 +15,10 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from .errors import AnimeGANError
 
 # Larger images are refused before decoding (a decompression bomb is small on disk).
-MAX_PIXELS = int(os.environ.get("ANIMEGAN_MAX_PIXELS", 100_000_000))
+# ``$ANIMEGAN_MAX_PIXELS`` changes it; it is read at each call (``max_pixels``), so a bad value
+# is a clear message where an image is opened, never a failed ``import animegan``.
+MAX_PIXELS = 100_000_000
+MAX_PIXELS_ENV = "ANIMEGAN_MAX_PIXELS"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 # The decoders PIL may try. Photos come in these; the other plugins (EPS runs Ghostscript,
 # and rarely used parsers such as FITS, SPIDER or PCD) are attack surface with no use here.
@@ -33,8 +36,29 @@ class PreparedImage:
     name: str
 
 
+def max_pixels() -> int:
+    """The largest image accepted, in pixels: ``$ANIMEGAN_MAX_PIXELS`` when set, else ``MAX_PIXELS``."""
+    text = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    if not text:
+        return MAX_PIXELS
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise AnimeGANError(f"{MAX_PIXELS_ENV}={text!r}: give the largest image size as a whole number of pixels, "
+                            "e.g. 200000000")
+    return value
+
+
+def _megapixels(pixels: int) -> str:
+    """'100 MP', '0.0025 MP': whole megapixels, or enough digits to tell a small limit from 0."""
+    mp = pixels / 1e6
+    return f"{mp:.0f} MP" if mp >= 10 else f"{mp:.3g} MP"
+
+
 def open_image(source: ImageInput, name: str | None = None) -> Image.Image:
-    """Open a path, bytes, array or PIL image, refusing pixel counts over ``MAX_PIXELS``.
+    """Open a path, bytes, array or PIL image, refusing pixel counts over ``max_pixels()``.
 
     Every way a file can be bad (empty, truncated, hostile, not an image at all) ends in an
     ``AnimeGANError`` naming it; nothing else escapes, so callers need no other handler.
@@ -76,9 +100,9 @@ def open_image(source: ImageInput, name: str | None = None) -> Image.Image:
         raise
     except Image.DecompressionBombError as exc:
         found = re.search(r"\((\d+) pixels\)", str(exc))
-        size = f"{int(found.group(1)) / 1e6:.0f} MP; " if found else ""
+        size = f"{_megapixels(int(found.group(1)))}; " if found else ""
         raise AnimeGANError(f"{label}: image is too large to process safely ({size}the limit is "
-                            f"{MAX_PIXELS / 1e6:.0f} MP)") from None
+                            f"{_megapixels(max_pixels())})") from None
     except UnidentifiedImageError:
         raise AnimeGANError(f"{label}: not an image, or a format this tool cannot read") from None
     except MemoryError:
@@ -97,9 +121,10 @@ def _check_pixels(size: tuple[int, int], label: str) -> None:
     w, h = size
     if w < 1 or h < 1:
         raise AnimeGANError(f"{label}: image has no pixels")
-    if w * h > MAX_PIXELS:
-        raise AnimeGANError(f"{label}: {w}x{h} is too large ({w * h / 1e6:.0f} MP; the limit is "
-                            f"{MAX_PIXELS / 1e6:.0f} MP)")
+    limit = max_pixels()
+    if w * h > limit:
+        raise AnimeGANError(f"{label}: {w}x{h} is too large ({_megapixels(w * h)}; the limit is "
+                            f"{_megapixels(limit)})")
 
 
 def _from_array(array: np.ndarray, label: str) -> Image.Image:

@@ -37,6 +37,35 @@ def test_figures_for_style_and_baseline(style: str, tmp_path: Path) -> None:
     assert result["stylized"]["content"] > 0 and result["content_unrelated"] > 0
     assert result["stylized"]["fid"] != pytest.approx(result["baseline"]["fid"])
     assert result["fid_reduction"] == pytest.approx(1 - result["stylized"]["fid"] / result["baseline"]["fid"])
+    # The stylized figures are those of the style's pictures: each photo stylized through the public
+    # API, written as PNG (lossless) and measured as a plain folder against the anime set.
+    from animegan import stylize
+
+    styled_dir = tmp_path / "styled"
+    styled_dir.mkdir()
+    for path in sorted(photos.glob("*.png")):
+        stylize(path, style=style, device="cpu").save(styled_dir / path.name)
+    direct = compare(styled_dir, anime, device="cpu")
+    assert result["stylized"]["fid"] == pytest.approx(direct["fid"], rel=1e-4)
+    assert result["stylized"]["kid"] == pytest.approx(direct["kid"], rel=1e-4, abs=1e-7)
+    assert result["baseline"]["kid"] == pytest.approx(compare(photos, anime, device="cpu")["kid"], rel=1e-4, abs=1e-7)
+    # content: the mean, over photos, of the mean |feature difference| between each photo and its own
+    # stylization (content_unrelated: and the next photo), on the perceptual network's features.
+    from train.perceptual import Perceptual
+
+    net = Perceptual("inception", device="cpu")
+
+    def features(path: Path) -> torch.Tensor:
+        rgb = np.asarray(Image.open(path).convert("RGB"), np.float32) / 127.5 - 1.0
+        return net(torch.from_numpy(rgb).permute(2, 0, 1)[None])
+
+    names = sorted(p.name for p in photos.glob("*.png"))
+    own = [features(photos / n) for n in names]
+    styled = [features(styled_dir / n) for n in names]
+    content = np.mean([float((a - b).abs().mean()) for a, b in zip(own, styled)])
+    unrelated = np.mean([float((a - b).abs().mean()) for a, b in zip(own, own[1:] + own[:1])])
+    assert result["stylized"]["content"] == pytest.approx(content, rel=1e-4)
+    assert result["content_unrelated"] == pytest.approx(unrelated, rel=1e-4)
     grid = Image.open(tmp_path / "pairs.png")
     assert grid.height > 2 * 96 and grid.width > 6 * 112
 

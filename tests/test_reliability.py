@@ -314,6 +314,45 @@ def test_fuzz_stylizer_image_files(case: str, stylizer, exif_reference: np.ndarr
         assert np.abs(np.asarray(out, np.float32) - exif_reference).mean() < 6.0
 
 
+def test_16_bit_and_cmyk_files_decode_to_their_pixel_values(tmp_path: Path) -> None:
+    """The 16-bit and CMYK cases above are checked for a result of the right size and mode; here,
+    that the decoded pixels are the right ones, against conversions written out independently."""
+    from animegan.images import prepare_image
+
+    h, w = 48, 64
+    # 16-bit: a ramp over the whole 0..65535 range (not only multiples of 257), so that taking the
+    # low byte, or scaling a 16-bit value as if it were 8-bit, shows at once. Expected: value >> 8.
+    ramp = np.linspace(0, 65535, h * w).round().astype(np.uint16).reshape(h, w)
+    deep = np.dstack([ramp, ramp[::-1], ramp[:, ::-1]])
+    alpha = ramp.T.reshape(h, w)
+    for name, array, color_type in (("gray", ramp, 0), ("rgb", deep, 2), ("rgba", np.dstack([deep, alpha]), 6)):
+        path = tmp_path / f"{name}16.png"
+        path.write_bytes(_png16(array, color_type))
+        decoded = prepare_image(path)
+        expected = (array[:, :, :3] if array.ndim == 3 else np.dstack([array] * 3)) >> 8
+        got = np.asarray(decoded.rgb, np.int32)
+        assert got.shape == (h, w, 3) and np.abs(got - expected).max() <= 1, name
+        if color_type == 6:
+            assert np.abs(np.asarray(decoded.alpha, np.int32) - (alpha >> 8)).max() <= 1
+        else:
+            assert decoded.alpha is None
+
+    # CMYK with black (K) in it, stored losslessly: R = 255 (1 - C/255)(1 - K/255), and so on.
+    rng = np.random.default_rng(3)
+    cmyk = rng.integers(0, 256, (h, w, 4), dtype=np.uint8)
+    Image.fromarray(cmyk, "CMYK").save(tmp_path / "print.tif")
+    c = cmyk.astype(np.float64)
+    expected = np.round((255 - c[:, :, :3]) * (255 - c[:, :, 3:]) / 255)
+    got = np.asarray(prepare_image(tmp_path / "print.tif").rgb, np.float64)
+    assert np.abs(got - expected).max() <= 1
+    # A CMYK JPEG (Adobe's inverted storage) made from a photo decodes back to that photo.
+    photo = np.asarray(_rgb(w, h))
+    (tmp_path / "print.jpg").write_bytes(_save(Image.fromarray(photo).convert("CMYK"), "JPEG", quality=95))
+    back = np.asarray(prepare_image(tmp_path / "print.jpg").rgb, np.float64)
+    assert np.abs(back - photo).mean() < 3.0  # JPEG's loss only; an inverted decode would be off by ~100
+    assert np.corrcoef(back.ravel(), photo.ravel())[0, 1] > 0.99
+
+
 @pytest.mark.parametrize("case", list(INPUT_CASES))
 def test_fuzz_stylizer_other_inputs(case: str, stylizer) -> None:
     make, expect = INPUT_CASES[case]
@@ -811,8 +850,8 @@ def _evil_pickle(path: Path, marker: Path, legacy: bool = False, **extra: Any) -
 
 
 def test_kill_nine_mid_step_then_damaged_checkpoints_then_resume(tmp_path: Path) -> None:
+    from animegan.runs import RunFolder
     from train.faces import main
-    from train.runs import RunFolder
 
     data = tmp_path / "faces"
     data.mkdir()
@@ -933,8 +972,8 @@ def _pickle_uploaded_in_photo_tab(tmp: Path, marker: Path):
 
 
 def _pickle_as_training_checkpoint(tmp: Path, marker: Path):
-    from train.faces import export
-    from train.runs import RunFolder
+    from animegan.export import export_faces as export
+    from animegan.runs import RunFolder
 
     run = RunFolder(tmp / "run")
     run.create({"data": "x", "image_size": 16})
@@ -1079,8 +1118,8 @@ BAD_NAMES = ["../x", "..", "/abs", "a/b", "a\\b", ".hidden", "-rf", "a\x00b", "t
 @pytest.mark.parametrize("name", BAD_NAMES)
 def test_bad_names_cannot_escape(name: str, tmp_path: Path) -> None:
     from animegan.training import run_path
-    from train.faces import export
-    from train.runs import RunFolder
+    from animegan.export import export_faces as export
+    from animegan.runs import RunFolder
 
     root = tmp_path / "runs"
     with pytest.raises(AnimeGANError):

@@ -35,3 +35,72 @@ def test_split_is_disjoint_complete_and_rerunnable(tmp_path: Path) -> None:
 def test_cli_reports_counts_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main([str(tmp_path / "missing"), "--eval", str(tmp_path / "e")]) == 2
     assert "no such folder" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------------
+# The rule itself, pinned independently of ``is_eval`` (README: "1 image in 10, chosen by a
+# hash of its file name"; train/splits.py: sha1 of the name, first 8 bytes big-endian, mod 10)
+# ----------------------------------------------------------------------------------------
+def _expected_eval(name: str) -> bool:
+    """The documented rule, computed another way: the first 16 hex digits of sha1(name), mod 10."""
+    import hashlib
+
+    return int(hashlib.sha1(name.encode("utf-8")).hexdigest()[:16], 16) % 10 == 0
+
+
+def test_split_follows_the_documented_hash_rule() -> None:
+    rng = np.random.default_rng(7)
+    names = ([f"img_{i:03d}.png" for i in range(300)] + [f"{rng.integers(1 << 48):012x}.webp" for _ in range(300)]
+             + ["ünïcode fâce.jpg", "a b.png", "x"])
+    assert [is_eval(n) for n in names] == [_expected_eval(n) for n in names]
+    # Only the file name counts, not the folder it sits in or the path's form.
+    for name in names[:50]:
+        assert is_eval(Path("some/deep/folder") / name) == is_eval(name) == is_eval(f"/abs/{name}")
+
+
+def test_split_is_one_in_ten() -> None:
+    n = 20_000
+    held = sum(is_eval(f"face_{i:05d}.webp") for i in range(n))
+    # Binomial(n, 0.1): mean 2000, standard deviation sqrt(n * 0.1 * 0.9) = 42.4; 4 sigma.
+    assert abs(held - n / 10) < 4 * (n * 0.1 * 0.9) ** 0.5
+    files = [Path(f"d/{i:06d}.png") for i in range(n)]
+    from train.splits import split
+
+    train, evaluation = split(files, "train"), split(files, "eval")
+    assert len(train) + len(evaluation) == n and not set(train) & set(evaluation)
+    assert abs(len(evaluation) - n / 10) < 4 * (n * 0.1 * 0.9) ** 0.5
+
+
+def test_split_choice_is_stable_across_versions() -> None:
+    """Literal names, so that a change of hash, byte order or modulus (which would silently mix
+    held-out images into the training set of a resumed or compared run) fails here."""
+    names = [f"img_{i:03d}.png" for i in range(60)]
+    assert [n for n in names if is_eval(n)] == ["img_001.png", "img_006.png", "img_032.png", "img_045.png",
+                                                "img_047.png"]
+    assert [n for n in (f"{i:05d}.webp" for i in range(100)) if is_eval(n)] == ["00003.webp", "00051.webp",
+                                                                               "00055.webp", "00059.webp",
+                                                                               "00062.webp", "00079.webp",
+                                                                               "00083.webp"]
+
+
+def test_real_anime_faces_holdout_is_the_readme_count() -> None:
+    """README: FID against 'those 2,995 held-out faces' of anime_faces (29,960 images)."""
+    from conftest import SHARED
+    from train.data import list_images
+    from train.splits import split
+
+    folder = SHARED / "data" / "anime_faces"
+    if not folder.is_dir():
+        pytest.skip("../shared/data/anime_faces is not here")
+    files = list_images(folder)  # what the face trainer lists for --data
+    held = split(files, "eval")
+    assert (len(files), len(held)) == (29_960, 2_995)
+    # ... and the rest is what the shipped faces64 was trained on (its metadata's image count)
+    from animegan.weights import read_metadata
+    from conftest import REPO
+
+    assert len(split(files, "train")) == read_metadata(REPO / "weights" / "faces64.safetensors")[
+        "training_data"]["images"] == 26_965
+    assert [p.name for p in held[:4]] == ["animeface_000b79cd76a7.webp", "animeface_00123c560177.webp",
+                                          "animeface_00336c7e6660.webp", "animeface_003882ee2a56.webp"]
+    assert all(_expected_eval(p.name) for p in held[:200])

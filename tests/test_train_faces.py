@@ -15,8 +15,8 @@ import pytest
 import torch
 from PIL import Image
 
+from animegan.runs import RunFolder
 from train.faces import main
-from train.runs import RunFolder
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {"g_width": 8, "d_width": 8, "image_size": 32, "batch_size": 8, "sample_count": 4, "log_every": 2,
@@ -205,6 +205,9 @@ def test_seed_dcgan_fid_export_and_faces_cli(data: Path, tiny_config: Path, tmp_
     assert config["loss"] == "bce" and config["upsample"] == "transposed" and config["ema"] is False
     fid_records = [r for r in RunFolder(out).metrics() if "fid" in r]
     assert fid_records and fid_records[-1]["step"] == 3 and fid_records[-1]["fid"] > 0
+    # The data are 64 px and the run 32 px: also measured against the real faces shrunk to 32 px
+    assert fid_records[-1]["fid32"] > 0 and fid_records[-1]["fid32"] != fid_records[-1]["fid"]
+    assert "kid" in fid_records[-1] and "kid32" in fid_records[-1]
 
     assert "tinyfaces" in project_weights("faces")
     loaded = load_weights("tinyfaces")
@@ -214,7 +217,7 @@ def test_seed_dcgan_fid_export_and_faces_cli(data: Path, tiny_config: Path, tmp_
     sliders_file = weights_dir / "tinyfaces.sliders.safetensors"
     assert sliders_file.is_file()
     from animegan.faces import load_sliders
-    from train.faces import export
+    from animegan.export import export_faces as export
 
     # Re-exported from another run under the same name: the sliders are those of the new weights
     other = tmp_path / "other"
@@ -280,3 +283,184 @@ def test_diffaugment_is_seeded_and_differentiable() -> None:
     zero_fraction = (cut == 0).float().mean().item()
     assert 0.05 < zero_fraction <= 0.25  # a half-side square, clipped at the border
     assert torch.equal(diff_augment(x, "", torch.Generator()), x)
+
+
+# A torchrun entry point that runs train.faces.main unchanged and, when its training loop returns,
+# saves that rank's own G, D and EMA (the run folder only gets rank 0's, in its checkpoints).
+_DDP_PROBE = '''
+import inspect, os, sys
+import torch
+import train.faces as faces
+
+real_loop = faces._loop
+
+def loop_then_save(*args, **kwargs):
+    status = real_loop(*args, **kwargs)
+    bound = inspect.signature(real_loop).bind(*args, **kwargs).arguments
+    unwrap = lambda m: m.module if isinstance(m, torch.nn.parallel.DistributedDataParallel) else m
+    state = {part: unwrap(bound[part]).state_dict() for part in ("G", "D", "G_ema")}
+    torch.save(state, os.path.join(os.environ["PROBE_OUT"], "rank%d.pt" % bound["dist"].rank))
+    return status
+
+faces._loop = loop_then_save
+sys.exit(faces.main(sys.argv[1:]))
+'''
+
+
+def _emulated_ddp(cfg_values: dict, world: int) -> list[dict]:
+    """What ``world`` DDP ranks compute, in one process and without torch.distributed.
+
+    Each rank r draws its batch, flips, latents and DiffAugment from its own stream
+    ``step_generator(seed, step, r)`` and runs G and D on its own b images (so G's batch norm
+    sees those b images); DDP then averages the gradients (each rank's divided by the world
+    size, then summed) before every optimiser step, and broadcasts rank 0's buffers (batch-norm
+    running statistics) before each forward. Returns each rank's final G, D and EMA.
+    """
+    import copy
+
+    import train.faces as faces
+    from train.data import ImageFolderDataset, augment, list_images
+    from train.diffaugment import diff_augment
+    from train.losses import d_fake_loss, d_real_loss, g_adv_loss
+    from train.precision import train_precision
+
+    cfg = faces.FaceTrainConfig(**cfg_values).resolved()
+    fmt = train_precision(torch.device("cpu"), cfg.amp, cfg.channels_last).memory_format
+    dataset = ImageFolderDataset(list_images(cfg.data), cfg.image_size, verbose=False)
+    torch.manual_seed(cfg.seed)  # the caller restores the global RNG
+    G = faces.DCGANGenerator(cfg.generator_config()).to(memory_format=fmt)
+    D = faces.DCGANDiscriminator(cfg.discriminator_config()).to(memory_format=fmt)
+    ranks = []
+    for _ in range(world):
+        g, d = copy.deepcopy(G), copy.deepcopy(D)
+        ranks.append({"G": g, "D": d, "G_ema": copy.deepcopy(G).eval().requires_grad_(False),
+                      "opt_G": torch.optim.Adam(g.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2)),
+                      "opt_D": torch.optim.Adam(d.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2))})
+
+    def average_gradients(part: str) -> None:
+        for params in zip(*(r[part].parameters() for r in ranks)):
+            mean = sum(p.grad / world for p in params)
+            for p in params:
+                p.grad = mean.clone()
+
+    for step in range(cfg.steps):
+        for r in ranks[1:]:  # DDP's buffer broadcast from rank 0, at the start of G's forward
+            for b0, b in zip(ranks[0]["G"].buffers(), r["G"].buffers()):
+                b.copy_(b0)
+        for rank, r in enumerate(ranks):
+            gen = faces.step_generator(cfg.seed, step, rank)
+            idx = torch.randint(len(dataset), (cfg.batch_size,), generator=gen).tolist()
+            real = augment(dataset.load_batch(idx), gen, cfg.flip, cfg.rotate, cfg.shift).contiguous(memory_format=fmt)
+            z = torch.randn(cfg.batch_size, cfg.latent_dim, generator=gen)
+            r["gen"], r["fake"] = gen, r["G"](z)
+            logits_real = r["D"](diff_augment(real, cfg.diffaugment, gen))
+            logits_fake = r["D"](diff_augment(r["fake"].detach(), cfg.diffaugment, gen))
+            r["opt_D"].zero_grad(set_to_none=True)
+            (d_real_loss(logits_real.float(), cfg.loss) + d_fake_loss(logits_fake.float(), cfg.loss)).backward()
+        average_gradients("D")
+        for r in ranks:
+            r["opt_D"].step()
+        for r in ranks:
+            loss_g = g_adv_loss(r["D"](diff_augment(r["fake"], cfg.diffaugment, r["gen"])).float(), cfg.loss)
+            r["opt_G"].zero_grad(set_to_none=True)
+            loss_g.backward()
+        average_gradients("G")
+        for r in ranks:
+            r["opt_G"].step()
+            faces.ema_update(r["G_ema"], r["G"], min(cfg.ema_decay, (1 + step) / (10 + step)))
+    return [{part: r[part].state_dict() for part in ("G", "D", "G_ema")} for r in ranks]
+
+
+def _max_difference(a: dict, b: dict) -> float:
+    assert a.keys() == b.keys()
+    return max(float((a[k].double() - b[k].double()).abs().max()) for k in a)
+
+
+def test_ddp_ranks_agree_and_equal_the_emulated_gradient_average(data: Path, tiny_config: Path,
+                                                                  tmp_path: Path) -> None:
+    """Two gloo ranks end with the same weights, and those are the weights of two b-image
+    batches whose gradients are averaged (emulated here in one process).
+
+    Not '1 process with batch 2b', which the design does not promise: each rank draws its
+    images, flips, latents and augmentations from its own stream ``step_generator(seed, step,
+    rank)``, whereas one process draws all 2b from the rank-0 stream (other images, other
+    latents); and G's batch norm normalises over each rank's b images (no SyncBatchNorm), so
+    even the same 2b images would not give the same activations. What DDP does promise is
+    tested instead: identical parameters on every rank, equal to the gradient average of the
+    ranks' own computations.
+    """
+    out, probe_out = tmp_path / "ddp", tmp_path / "ranks"
+    probe_out.mkdir()
+    probe = tmp_path / "ddp_probe.py"
+    probe.write_text(_DDP_PROBE)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "PROBE_OUT": str(probe_out)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(probe),
+           *_args(data, out, tiny_config, 4), "--device", "cpu", "--fp32"]
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    rank0, rank1 = (torch.load(probe_out / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    ckpt = _final_state(out)
+    assert ckpt["step"] == 4
+    for part in ("G", "D", "G_ema"):
+        for key, value in rank0[part].items():
+            assert torch.equal(value, ckpt[part][key]), f"checkpoint {part}.{key} is not rank 0's"
+    # Every parameter, and the EMA built from them, is bit-identical across ranks (the gradients
+    # are all-reduced). Batch-norm running statistics are not: each rank's last forward updates
+    # its own copy after the broadcast from rank 0, so only rank 0's (in the checkpoint) is kept.
+    for part in ("G", "D", "G_ema"):
+        for key, value in rank0[part].items():
+            if "running_" in key or "num_batches" in key:
+                continue
+            assert torch.equal(value, rank1[part][key]), f"{part}.{key} differs between the ranks"
+    assert any(not torch.equal(rank0["G"][k], rank1["G"][k]) for k in rank0["G"] if "running_mean" in k)
+
+    config = {**json.loads(tiny_config.read_text()), "data": str(data), "steps": 4, "amp": False}
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)  # as in the ranks: CPU kernels may block their sums by thread count
+        with torch.random.fork_rng(devices=[]):
+            emulated = _emulated_ddp(config, world=2)
+    finally:
+        torch.set_num_threads(threads)
+    for rank, real in enumerate((rank0, rank1)):
+        for part in ("G", "D", "G_ema"):
+            # Both sides add the same float32 numbers; only the order of a reduction (gloo's
+            # all-reduce, oneDNN's blocking) may differ, a few ulps of values of order 1. Adam
+            # moves a weight by about lr = 2e-4 a step whatever its gradient, so a wrong gradient
+            # anywhere would show as a difference of order 1e-4, far above this bound.
+            assert _max_difference(real[part], emulated[rank][part]) < 1e-6, (rank, part)
+
+
+def test_init_from_starts_a_new_run_from_face_weights(straight: Path, data: Path, tiny_config: Path,
+                                                      tmp_path: Path, weights_dir: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """A warm start: G and its EMA begin as the weights file's generator, D and the optimisers afresh."""
+    from animegan.export import export_faces
+    from animegan.weights import load_weights
+
+    path = export_faces(straight, "warm", weights_dir=weights_dir, sliders=False)
+    shipped = load_weights(str(path)).state_dict  # as stored (fp16), which is what a new machine has
+    out = tmp_path / "warm"
+    assert main(_args(data, out, tiny_config, 0, "--init-from", str(path))) == 0  # step 0: the start itself
+    start = _final_state(out)
+    assert start["step"] == 0 and RunFolder(out).read_config()["init_from"] == str(path)
+    for part in ("G", "G_ema"):
+        for key, value in shipped.items():
+            assert torch.equal(start[part][key], value.to(start[part][key].dtype)), f"{part}.{key}"
+    cold = tmp_path / "cold"
+    assert main(_args(data, cold, tiny_config, 0)) == 0
+    fresh = _final_state(cold)
+    conv = next(k for k, v in fresh["G"].items() if v.dim() == 4)
+    assert not torch.equal(fresh["G"][conv], start["G"][conv])
+    for key in fresh["D"]:  # the same new discriminator a cold start gets
+        assert torch.equal(fresh["D"][key], start["D"][key])
+
+    # It trains on from there, and a resume continues the run instead of starting it again.
+    assert main(_args(data, out, tiny_config, 2, "--resume")) == 0
+    assert _final_state(out)["step"] == 2
+
+    capsys.readouterr()
+    wide = tmp_path / "wide.json"
+    wide.write_text(json.dumps({**TINY, "g_width": 16}))
+    assert main(_args(data, tmp_path / "misfit", wide, 1, "--init-from", str(path))) == 2
+    assert "does not fit this run's config" in capsys.readouterr().err

@@ -1,6 +1,6 @@
 """The face trainer: ``python -m train.faces --data DIR --out RUN_DIR --steps N``.
 
-A separate process that writes a run folder (``train/runs.py``) the app reads while it grows:
+A separate process that writes a run folder (``animegan/runs.py``) the app reads while it grows:
 config.json, metrics.jsonl (loss_G, loss_D, d_real = mean sigmoid D(x), d_fake = mean
 sigmoid D(G(z)), images_per_s, fid/kid when evaluated), samples/ (fixed-latent grids),
 checkpoints/ (G, D, EMA, optimisers, scaler, step) and status.json.
@@ -9,7 +9,8 @@ Every random draw of a step (batch choice, flips, noise, DiffAugment) comes from
 ``step_generator(seed, step, rank)``, so ``--resume`` after a kill gives the same weights as
 an uninterrupted run. SIGTERM/SIGINT: checkpoint, then exit 0. Multi-GPU: ``torchrun
 --nproc_per_node K -m train.faces ...`` (gloo on CPU). ``--export NAME`` writes
-``weights/NAME.safetensors`` + ``NAME.json`` (+ ``NAME.sliders.safetensors``).
+``weights/NAME.safetensors`` + ``NAME.json`` (+ ``NAME.sliders.safetensors``) with
+``animegan.export.export_faces``.
 """
 from __future__ import annotations
 
@@ -29,20 +30,19 @@ import torch
 from torch import nn
 
 from animegan.errors import AnimeGANError
+from animegan.export import export_faces, face_generator_config
 from animegan.models.dcgan import VARIANTS, DCGANConfig, DCGANDiscriminator, DCGANDiscriminatorConfig, \
     DCGANGenerator, variant_configs
 from animegan.names import check_name
+from animegan.runs import RunFolder, RunFolderInUse
 
 from . import distributed
 from . import splits
+from .common import GracefulStop, read_config_arg, step_generator
 from .data import ImageFolderDataset, augment, list_images, report_skipped
 from .diffaugment import diff_augment, parse_policy
 from .losses import d_fake_loss, d_real_loss, g_adv_loss
 from .precision import add_fp32_flag, train_precision
-from .runs import GracefulStop, RunFolder, RunFolderInUse, read_config_arg, read_metrics, step_generator
-
-LICENCE_NOTE = ("Trained on images that are copyrighted by their owners or licensed for non-commercial research; "
-                "these weights are for non-commercial research use only.")
 
 
 @dataclass
@@ -82,6 +82,7 @@ class FaceTrainConfig:
     fid_samples: int = 1000
     fid_reference: int = 0                # real images for the reference stats; 0: all
     sample_count: int = 16
+    init_from: str = ""                   # weights file whose generator a fresh run starts from (warm start)
 
     def resolved(self) -> "FaceTrainConfig":
         """A copy with every variant default filled in (what config.json records)."""
@@ -108,11 +109,8 @@ class FaceTrainConfig:
         return c
 
     def generator_config(self) -> DCGANConfig:
-        from animegan.models.dcgan import _check_size
-
-        _check_size(self.image_size)
-        return DCGANConfig(image_size=self.image_size, latent_dim=self.latent_dim, width=self.g_width,
-                           upsample=self.upsample or "transposed")
+        """The generator of a resolved config (the library's mapping: exports rebuild the same network)."""
+        return face_generator_config(asdict(self))
 
     def discriminator_config(self) -> DCGANDiscriminatorConfig:
         return DCGANDiscriminatorConfig(image_size=self.image_size, width=self.d_width,
@@ -133,6 +131,26 @@ def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
         pe.lerp_(p.detach().to(pe.dtype), 1 - decay)
     for be, b in zip(ema.buffers(), model.buffers()):
         be.copy_(b)
+
+
+def warm_start(G: nn.Module, G_ema: nn.Module | None, weights: str) -> None:
+    """Start G (and its EMA) from a face weights file, so a new run on a new machine loses no CPU-hour.
+
+    The file must hold the same generator the config builds (same size, widths, latent size);
+    the discriminator and the optimisers start afresh.
+    """
+    from animegan.weights import load_weights
+
+    loaded = load_weights(weights, kind="faces")
+    if loaded.kind != "faces":
+        raise AnimeGANError(f"{weights}: holds a {loaded.kind} model, not a face generator")
+    try:
+        G.load_state_dict(loaded.state_dict)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0][:200]
+        raise AnimeGANError(f"{weights}: its generator does not fit this run's config ({first})") from None
+    if G_ema is not None:
+        G_ema.load_state_dict(G.state_dict())
 
 
 def _unwrap(m: nn.Module) -> nn.Module:
@@ -199,8 +217,11 @@ def _train(cfg: FaceTrainConfig, run: RunFolder, resume: bool, dist: distributed
     scaler = torch.amp.GradScaler("cuda", enabled=on_cuda and precision.needs_grad_scaler)
 
     start = 0
+    ckpt = run.load_latest_checkpoint(map_location=dev, set_aside_damaged=dist.is_main) if resume else None
+    if ckpt is None and cfg.init_from:
+        warm_start(G, G_ema, cfg.init_from)
+        _log(verbose, f"generator initialised from {cfg.init_from}; a new discriminator")
     if resume:
-        ckpt = run.load_latest_checkpoint(map_location=dev, set_aside_damaged=dist.is_main)
         if ckpt is not None:
             G.load_state_dict(ckpt["G"])
             D.load_state_dict(ckpt["D"])
@@ -285,7 +306,9 @@ def _loop(cfg, run, dist, export_name, verbose, G, D, G_ema, opt_g, opt_d, scale
         scaler.step(opt_g)
         scaler.update()
         if G_ema is not None:
-            ema_update(G_ema, _unwrap(G), min(cfg.ema_decay, (1 + step) / (10 + step)))
+            # The ramp lets a new EMA forget its random start; a warm-started one has nothing to forget.
+            decay = cfg.ema_decay if cfg.init_from else min(cfg.ema_decay, (1 + step) / (10 + step))
+            ema_update(G_ema, _unwrap(G), decay)
         step += 1
         interval_steps += 1
         with torch.no_grad():
@@ -334,7 +357,7 @@ def _loop(cfg, run, dist, export_name, verbose, G, D, G_ema, opt_g, opt_d, scale
     if dist.is_main:
         run.write_status("finished", step=step, **status_extra)
         if export_name:
-            path = export(run.path, export_name)
+            path = export_faces(run.path, export_name)
             _log(verbose, f"exported {path}")
     distributed.barrier(dist)
     return 0
@@ -361,14 +384,41 @@ def sample_grid(generator: nn.Module, z: torch.Tensor, cols: int | None = None):
     return make_grid(to_pil_images(images), cols=cols)
 
 
-def _reference_stats(cfg: FaceTrainConfig, train_files: list[Path], held: list[Path], dev: torch.device):
+def _reference_stats(cfg: FaceTrainConfig, train_files: list[Path], held: list[Path],
+                     dev: torch.device) -> dict[str, Any]:
+    """FID references: the real faces as they are, and (named by the size) shrunk to the generator's size.
+
+    The second is the fair measure of a generator smaller than its data: against the faces at
+    full size, even the real faces shrunk to 64 px score far from 0, a floor no 64 px model passes.
+    """
     from animegan.metrics import compute_stats
 
     files = held or train_files
-    return compute_stats(files, device=dev, limit=cfg.fid_reference or None)
+    limit = cfg.fid_reference or None
+    references = {"": compute_stats(files, device=dev, limit=limit)}
+    if _native_side(files) > cfg.image_size:  # every file, also when the first reference takes a subset
+        small = ImageFolderDataset(files, cfg.image_size, verbose=False)
+        batches = (small.load_batch(list(range(i, min(i + 64, len(small))))) for i in range(0, len(small), 64))
+        references[str(cfg.image_size)] = compute_stats(batches, device=dev, limit=len(small))
+    return references
 
 
-def _fid(generator: nn.Module, cfg: FaceTrainConfig, reference, dev: torch.device) -> dict[str, float]:
+def _native_side(files: list[Path]) -> int:
+    """The short side of the first readable image (the data's own size), 0 if none opens."""
+    from PIL import Image
+
+    for path in files:
+        try:
+            with Image.open(path) as image:
+                return min(image.size)
+        except (OSError, ValueError):
+            continue
+    return 0
+
+
+def _fid(generator: nn.Module, cfg: FaceTrainConfig, references: dict[str, Any],
+         dev: torch.device) -> dict[str, float]:
+    """``fid``/``kid`` against the real faces, and ``fid64``/``kid64`` (for a 64 px run) against them shrunk."""
     from animegan.metrics import compute_stats, fid_from_stats, generator_batches, kid_from_features
 
     was_training = generator.training
@@ -376,54 +426,12 @@ def _fid(generator: nn.Module, cfg: FaceTrainConfig, reference, dev: torch.devic
     stats = compute_stats(generator_batches(generator, cfg.fid_samples, seed=cfg.seed + 2, device=dev), device=dev,
                           limit=cfg.fid_samples)
     generator.train(was_training)
-    kid, _ = kid_from_features(stats.features, reference.features, subsets=20)
-    return {"fid": fid_from_stats(stats, reference), "kid": kid}
-
-
-# ----------------------------------------------------------------------------------------
-# Export
-# ----------------------------------------------------------------------------------------
-def export(run_dir: str | Path, name: str, weights_dir: str | Path | None = None, use_ema: bool = True,
-           description: str | None = None, sliders: bool = True) -> Path:
-    """Write the run's newest generator (its EMA when there is one) as ``weights/NAME.safetensors``."""
-    from animegan.weights import save_weights, weights_dir as default_weights_dir
-
-    name = check_name(name, "weights name")  # the one rule for names that become files under weights/
-    run = RunFolder(run_dir)
-    cfg = config_from_dict(run.read_config()).resolved()
-    ckpt = run.load_latest_checkpoint()
-    if ckpt is None:
-        raise AnimeGANError(f"{run.path}: no checkpoint to export yet")
-    state = ckpt["G_ema"] if use_ema and "G_ema" in ckpt else ckpt["G"]
-    g_cfg = cfg.generator_config()
-    measured = {}
-    for record in read_metrics(run.metrics_path):
-        for key in ("fid", "kid"):
-            if key in record:
-                measured[key] = record[key]
-                measured[f"{key}_step"] = record["step"]
-    status = run.read_status()
-    metadata = {
-        "kind": "faces",
-        "architecture": "dcgan",
-        "config": asdict(g_cfg),
-        "description": description or f"Anime faces {cfg.image_size}x{cfg.image_size} ({cfg.arch}, "
-                                      f"{int(ckpt['step'])} steps)",
-        "training_data": {"folder": str(cfg.data), "images": status.get("images"), "variant": cfg.arch,
-                          "training_config": asdict(cfg), "weights": "ema" if state is ckpt.get("G_ema") else "G"},
-        "steps": int(ckpt["step"]),
-        "metrics": measured,
-        "licence": LICENCE_NOTE,
-    }
-    folder = Path(weights_dir) if weights_dir else default_weights_dir()
-    path = save_weights(folder / f"{name}.safetensors", state, metadata)
-    if sliders:
-        from animegan.faces import FaceGenerator, compute_sliders, save_sliders
-
-        # Computed from these weights, never read back from a file of the same name being replaced
-        directions = compute_sliders(FaceGenerator(path, device="cpu").net)
-        save_sliders(path.with_name(f"{name}.sliders.safetensors"), directions)
-    return path
+    values = {}
+    for size, reference in references.items():
+        kid, _ = kid_from_features(stats.features, reference.features, subsets=20)
+        values[f"fid{size}"] = fid_from_stats(stats, reference)
+        values[f"kid{size}"] = kid
+    return values
 
 
 # ----------------------------------------------------------------------------------------
@@ -447,6 +455,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sample-every", type=int)
     p.add_argument("--checkpoint-every", type=int)
     p.add_argument("--log-every", type=int)
+    p.add_argument("--init-from", metavar="WEIGHTS",
+                   help="start a new run's generator from these face weights (e.g. weights/faces64.safetensors)")
     p.add_argument("--holdout", action="store_true", default=None,
                    help="keep 1 image in 10 (by file-name hash) out of training and measure FID against it")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: auto)")
@@ -467,7 +477,7 @@ def asked_values(args: argparse.Namespace) -> dict[str, Any]:
              "batch_size": args.batch, "seed": args.seed, "fid_every": args.fid_every, "fid_samples": args.fid_samples,
              "fid_reference": args.fid_reference,
              "sample_every": args.sample_every, "checkpoint_every": args.checkpoint_every,
-             "log_every": args.log_every, "holdout": args.holdout}
+             "log_every": args.log_every, "holdout": args.holdout, "init_from": args.init_from}
     values.update({k: v for k, v in flags.items() if v is not None})
     if args.lr is not None:
         values["lr_g"] = values["lr_d"] = args.lr

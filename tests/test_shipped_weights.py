@@ -1,0 +1,144 @@
+"""The weights the project ships in ``weights/`` (the real folder, not a test copy) load and work.
+
+Every ``weights/*.safetensors`` file is found here by the kind its metadata names, so weights
+added later are covered without editing this file: face models must build through the
+public loader, make sane, seed-dependent images and come with slider directions that belong
+to them; styles must stylize a small picture.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.linalg
+import torch
+from PIL import Image
+
+from animegan.weights import read_metadata
+from conftest import REPO, gradient_image
+
+SHIPPED = REPO / "weights"
+
+
+def _shipped(kind: str) -> list[Path]:
+    files = sorted(p for p in SHIPPED.glob("*.safetensors") if not p.name.endswith(".sliders.safetensors"))
+    return [p for p in files if read_metadata(p).get("kind") == kind]
+
+
+FACES = _shipped("faces")
+STYLES = _shipped("style")
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Nothing these tests compute (a slider fallback, say) may land in the user's cache."""
+    monkeypatch.setenv("ANIMEGAN_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def test_the_readme_models_are_shipped_with_their_table_figures(monkeypatch: pytest.MonkeyPatch) -> None:
+    """README: faces64 and faces64-dcgan ship in weights/, with the G parameters, FID and KID of its table."""
+    from animegan.weights import build_from_weights, load_weights
+
+    monkeypatch.setenv("ANIMEGAN_WEIGHTS_DIR", str(SHIPPED))  # the registry reads the real folder
+
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    rows = {m.group(1): [c.strip() for c in m.group(2).split("|")]
+            for m in re.finditer(r"^\| `([\w-]+)`[^|]*\|(.*)\|$", readme, re.M)}
+    assert {"faces64", "faces64-dcgan"} <= {p.stem for p in FACES}
+    for name in ("faces64", "faces64-dcgan"):
+        cells = rows[name]  # network | G parameters | steps x batch | images seen | time | FID | KID
+        params, fid, kid = int(cells[1].replace(",", "")), float(cells[5].strip("*")), float(cells[6])
+        loaded = load_weights(SHIPPED / f"{name}.safetensors")
+        net = build_from_weights(loaded)
+        assert sum(p.numel() for p in net.parameters()) == params
+        metrics = loaded.metadata["metrics"]
+        assert round(metrics["fid"], 1) == fid and round(metrics["kid"], 3) == kid
+    # "The model with the best FID in its metadata is the default in the Faces tab and the CLI."
+    from animegan.faces import face_weights
+
+    recorded = {p.stem: read_metadata(p).get("metrics", {}) for p in FACES}
+    measured = {name: m["fid"] for name, m in recorded.items() if "fid" in m}
+    assert face_weights()[0] == min(measured, key=measured.get) == "faces64"
+
+
+@pytest.mark.parametrize("path", FACES, ids=lambda p: p.stem)
+def test_shipped_face_model_makes_sane_faces(path: Path) -> None:
+    from animegan.faces import FaceGenerator, latent_for_seed
+
+    gen = FaceGenerator(path, device="cpu")
+    assert gen.metadata["kind"] == "faces" and gen.latent_dim == gen.metadata["config"]["latent_dim"]
+    size = gen.metadata["config"]["image_size"]
+    z = torch.stack([latent_for_seed(s, gen.latent_dim) for s in range(8)])
+    with torch.no_grad():
+        raw = gen.net(z).float()
+    assert raw.shape == (8, 3, size, size)
+    assert torch.isfinite(raw).all() and raw.min() >= -1 and raw.max() <= 1
+    # Not a collapsed or dead network: every image has structure, and the images differ by seed.
+    assert (raw.std(dim=(1, 2, 3)) > 0.1).all()
+    pairwise = (raw[:, None] - raw[None]).abs().mean(dim=(2, 3, 4))
+    assert pairwise[~torch.eye(8, dtype=torch.bool)].min() > 0.05
+    # The PIL route the app uses gives the same pixels, and a seed always gives the same face.
+    face = np.asarray(gen.face(3))
+    assert face.shape == (size, size, 3) and face.dtype == np.uint8
+    expected = ((raw[3].clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    assert np.array_equal(face, expected)
+    assert np.array_equal(face, np.asarray(FaceGenerator(path, device="cpu").face(3)))
+
+
+@pytest.mark.parametrize("path", FACES, ids=lambda p: p.stem)
+def test_shipped_sliders_belong_to_their_weights(path: Path, private_cache: Path) -> None:
+    """The shipped NAME.sliders.safetensors are the GANSpace directions of NAME's own generator.
+
+    Recomputed here independently of ``compute_sliders`` (whose SVD of a 1024 x 4096 matrix
+    takes 20 s or more on 2 cores): the same seeded latents (seed 0, ``SLIDER_SAMPLES`` of
+    them) and first-layer features, but the principal components come from the eigenvectors
+    u_k of the small Gram matrix F F^T of the centred features, and the least-squares
+    regression of the latents on the (orthogonal) principal coordinates reduces to the
+    projection u_k^T Z. A singular vector's sign is arbitrary (it depends on the LAPACK
+    build), so each direction is compared by |cosine|.
+    """
+    from animegan.faces import SLIDER_COUNT, SLIDER_SAMPLES, FaceGenerator, load_sliders
+
+    gen = FaceGenerator(path, device="cpu")
+    sliders_file = path.with_name(f"{path.stem}.sliders.safetensors")
+    assert sliders_file.is_file(), "README: the sliders ship with the project's weights"
+    stored = load_sliders(sliders_file)
+    assert stored is not None
+    assert stored.directions.shape == (SLIDER_COUNT, gen.latent_dim)  # made for this latent size
+    # The generator uses the shipped file: nothing was recomputed into the cache.
+    assert torch.equal(gen.sliders.directions, stored.directions)
+    assert not (private_cache / "sliders").exists()
+
+    z = torch.randn(SLIDER_SAMPLES, gen.latent_dim, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        feats = gen.net.early_features(z).flatten(1).double().numpy()
+    feats -= feats.mean(0)
+    n = len(feats)
+    values, vectors = scipy.linalg.eigh(feats @ feats.T, subset_by_index=[n - SLIDER_COUNT, n - 1])
+    assert np.all(np.diff(values) > 0.01 * values[-1])  # distinct components: each direction is well defined
+    directions = vectors[:, ::-1].T @ z.double().numpy()  # strongest first
+    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+    cosines = np.abs(np.sum(directions * stored.directions.double().numpy(), axis=1))
+    assert cosines.min() > 0.999, cosines
+
+
+@pytest.mark.parametrize("path", STYLES, ids=lambda p: p.stem)
+def test_shipped_style_stylizes_a_picture(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A shipped style (none yet; any added later is picked up here) loads by name and by path and works."""
+    from animegan.stylize import Stylizer
+
+    monkeypatch.setenv("ANIMEGAN_WEIGHTS_DIR", str(path.parent))
+    photo = gradient_image(72, 56)
+    by_path = Stylizer(str(path), device="cpu", half=False)
+    out = by_path.run_arrays([photo], tile=0)[0]
+    assert out.shape == photo.shape and out.dtype == np.uint8
+    assert out.std() > 5  # not a flat picture
+    assert np.abs(out.astype(np.float32) - photo).mean() > 5  # the network changed it
+    # A different picture gives a different result (the output depends on the input).
+    other = by_path.run_arrays([gradient_image(72, 56, seed=1)[::-1].copy()], tile=0)[0]
+    assert np.abs(other.astype(np.float32) - out).mean() > 1
+    assert np.array_equal(Stylizer(path.stem, device="cpu", half=False).run_arrays([photo], tile=0)[0], out)
+    assert Image.fromarray(out).size == (72, 56)
