@@ -116,6 +116,7 @@ def test_compiled_stylizer_gives_the_eager_frames_and_pads_a_short_batch_instead
     eager = Stylizer(style, device="cpu", half=half)
     compiled = Stylizer(style, device="cpu", half=half, compile_mode="default")
     assert compiled.dtype == eager.dtype
+    torch._dynamo.reset()  # an earlier test's graph of the same shape and dtype would be reused uncounted
     counters.clear()
     outs = compiled.run_arrays(frames[:3]) + compiled.run_arrays(frames[3:])  # a full batch, then a short one
     assert compiled.compile_error is None and compiled._compiled is not None
