@@ -74,34 +74,48 @@ def _newest_checkpoint(run: RunFolder) -> dict[str, Any]:
 
 
 def export_style(run_dir: str | Path, name: str, weights_folder: str | Path | None = None,
-                 description: str | None = None) -> Path:
-    """Write a style run's newest generator to ``weights/NAME.safetensors`` (+ NAME.json).
+                 description: str | None = None, best: bool = False) -> Path:
+    """Write a style run's newest generator (``best``: its best evaluated one) to ``weights/NAME.safetensors``.
 
     After this the style is listed by ``animegan.weights.available_styles()`` and usable by
-    ``animegan.stylize`` and the app.
+    ``animegan.stylize`` and the app. Its metadata counts the steps, images and hours of training,
+    those of the weights a warm-started run began from included.
     """
     name = check_name(name, "style name")  # the one rule for names that become files under weights/
     rf = RunFolder(run_dir)
     config = rf.read_config()
-    state = _newest_checkpoint(rf)
+    if best:
+        state = rf.load_best()
+        if state is None:
+            raise AnimeGANError(f"{rf.path}: no evaluated step to export (train with --eval-every and --eval-photos)")
+    else:
+        state = _newest_checkpoint(rf)
+    step = int(state["step"])
     architecture = RECIPES.get(config.get("recipe", "v2"), "animeganv2")
     arch_config = asdict(make_config(architecture, config.get("generator") or {}))
-    records = rf.metrics()
+    records = [r for r in rf.metrics() if r["step"] <= step]
     last = records[-1] if records else {}
     metrics = {k: v for k, v in last.items() if k.startswith("loss_")}
-    for r in reversed(records):  # FID/KID if an evaluation logged them
-        for key in ("fid", "kid"):
-            if key in r and key not in metrics:
-                metrics[key] = r[key]
+    evaluated = [r for r in records if "kid" in r]
+    if evaluated:  # the step's own evaluation when it has one, else the latest before it
+        metrics.update({k: v for k, v in evaluated[-1].items() if k not in ("time", "images_per_s")
+                        and not k.startswith("loss_")})
+        metrics["evaluated_step"] = metrics.pop("step")
+    prior = config.get("warm_start") or {}
+    images = step * int(config.get("batch", 0)) * int(config.get("world_size", 1))
     meta = {
         "name": name,
         "kind": "style",
         "architecture": architecture,
         "config": arch_config,
         "description": description or (f"Trained with train.animegan ({config.get('recipe')} recipe, "
-                                        f"{config.get('preset')} preset, {int(state['step'])} steps)"),
+                                        f"{config.get('preset')} preset, {int(prior.get('steps', 0)) + step} steps)"),
         "training_data": config.get("data_description", config.get("data", "")),
-        "steps": int(state["step"]),
+        "steps": int(prior.get("steps", 0)) + step,
+        "images_seen": int(prior.get("images", 0)) + images,
+        "train_hours": round(float(prior.get("hours", 0.0)) + float(state.get("trained_s", 0.0)) / 3600, 6),
+        "run_steps": step,
+        "warm_start": prior.get("weights"),
         "recipe": config.get("recipe"),
         "preset": config.get("preset"),
         "perceptual_network": config.get("perceptual_network"),

@@ -6,6 +6,7 @@ Layout::
     RUN/metrics.jsonl        one JSON object per logged step, always with "step" and "time"
     RUN/samples/step_XXXXXXXX.png   fixed-input sample grids
     RUN/checkpoints/step_XXXXXXXX.pt  complete checkpoints (atomic), newest few kept
+    RUN/checkpoints/best.pt  the generator of the best evaluated step (a trainer that evaluates)
     RUN/status.json          state (running / stopped / finished / failed), pid, step, total
 
 Checkpoints are plain dicts of tensors and numbers, saved with ``torch.save`` and read back
@@ -27,6 +28,7 @@ from .errors import AnimeGANError
 from .fileio import atomic_path, atomic_write_json
 
 CHECKPOINT_GLOB = "step_*.pt"
+BEST_NAME = "best.pt"
 
 
 class RunFolderInUse(AnimeGANError):
@@ -172,6 +174,33 @@ class RunFolder:
                     except OSError:
                         pass
         return None
+
+    @property
+    def best_path(self) -> Path:
+        return self.checkpoints_dir / BEST_NAME
+
+    def save_best(self, step: int, state: dict[str, Any]) -> Path:
+        """Keep ``state`` (the generator and its figures) as the best evaluated step, atomically.
+
+        Apart from the step checkpoints, so pruning never removes it: a campaign exports this step.
+        """
+        with atomic_path(self.best_path) as tmp:
+            torch.save({**state, "step": int(step)}, tmp)
+        return self.best_path
+
+    def load_best(self, map_location: str | torch.device = "cpu") -> dict[str, Any] | None:
+        """The best evaluated step's state, or None when there is none (or it cannot be read: reported)."""
+        if not self.best_path.is_file():
+            return None
+        try:
+            state = torch.load(self.best_path, map_location=map_location, weights_only=True)
+            if not isinstance(state, dict) or "step" not in state:
+                raise ValueError("not a best-step file of this trainer (no step)")
+            return state
+        except Exception as exc:
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            print(f"warning: skipping unreadable {self.best_path.name}: {reason}", flush=True)
+            return None
 
     # -- status -------------------------------------------------------------------------
     def write_status(self, state: str, **extra: Any) -> None:

@@ -8,6 +8,7 @@
     manager.start("faces", "data/faces", "my-faces", TrainSettings(steps=2000, size=64))
     manager.status()                             # TrainingStatus: state, step/total, images/s, ETA, FID
     manager.metrics_long("my-faces")             # [{"step", "value", "series"}, ...] for a plot
+    manager.quality_long("my-faces")             # the same for fid, kid, content ... (evaluations)
     manager.stop()                               # SIGTERM: the trainer checkpoints, then exits 0
     manager.resume("my-faces", steps=4000)
     manager.export("my-faces", "my-faces")       # weights/my-faces.safetensors, seen by the Faces tab
@@ -30,7 +31,7 @@ import threading
 import time
 import weakref
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -49,6 +50,10 @@ LOG_NAME = "log.txt"
 STOP_TIMEOUT_S = 120.0
 MAX_PLOT_POINTS = 400  # per series: a long run's curve stays cheap to send every few seconds
 LIVE_STATES = ("starting", "running", "stopping")
+# What the trainers' evaluations log (train.animegan: fid, kid, content and the untouched photos'
+# baseline_fid, baseline_kid, content_unrelated; train.faces: fid, kid and fid64, kid64 for a 64 px run).
+QUALITY_FIGURE = re.compile(r"(baseline_)?(fid|kid)\d*|content(_unrelated)?")
+KID_SCALE = 1000  # KID (0.001 to 1) is plotted x1000, beside FID (10 to 400): the usual way to quote it
 
 
 # ----------------------------------------------------------------------------------------
@@ -193,16 +198,8 @@ def dataset_folders(kind: str, root: str | os.PathLike[str]) -> list[tuple[str, 
     if not text:
         raise AnimeGANError("give the dataset folder" + (" (it must hold real_images/ and anime_images/)"
                                                           if kind == "style" else ""))
+    base = user_folder(text)
     root = data_root()
-    given = Path(text).expanduser()
-    base = (root / given if root is not None and not given.is_absolute() else given).absolute()
-    # Checked before anything else, so the messages below say nothing about paths outside the root.
-    if root is not None and not _inside(base, root):
-        raise AnimeGANError(f"{text}: outside the data folder {root}")
-    if not base.exists():
-        raise AnimeGANError(f"{base}: no such folder")
-    if not base.is_dir():
-        raise AnimeGANError(f"{base}: is a file, not a folder of images")
     if kind == "faces":
         return [("faces", base)]
     missing = [name for name in STYLE_SUBFOLDERS if not (base / name).is_dir()]
@@ -214,6 +211,21 @@ def dataset_folders(kind: str, root: str | os.PathLike[str]) -> list[tuple[str, 
         if root is not None and not _inside(folder, root):
             raise AnimeGANError(f"{folder}: outside the data folder {root}")
     return folders
+
+
+def user_folder(text: str) -> Path:
+    """A folder named in the app, absolute: inside ``data_root()`` when one is set, existing, a folder."""
+    root = data_root()
+    given = Path(text).expanduser()
+    base = (root / given if root is not None and not given.is_absolute() else given).absolute()
+    # Checked before anything else, so the messages below say nothing about paths outside the root.
+    if root is not None and not _inside(base, root):
+        raise AnimeGANError(f"{text}: outside the data folder {root}")
+    if not base.exists():
+        raise AnimeGANError(f"{base}: no such folder")
+    if not base.is_dir():
+        raise AnimeGANError(f"{base}: is a file, not a folder of images")
+    return base
 
 
 def inspect_dataset(kind: str, root: str | os.PathLike[str], workers: int = 4,
@@ -269,6 +281,8 @@ class TrainSettings:
     checkpoint_every: int | None = None  # None: about 10 checkpoints over the run
     log_every: int | None = None  # None: about 200 points over the run
     fid_every: int | None = None  # faces only; needs the FID Inception weights
+    eval_every: int | None = None  # style only: quality on held-out photos every N steps
+    eval_photos: str | None = None  # style only: the held-out photos folder (never trained on)
     device: str | None = None
 
     def flags(self, kind: str) -> list[str]:
@@ -289,6 +303,12 @@ class TrainSettings:
                 out += ["--preset", _choice(self.preset, ("scenery", "portrait"), "preset")]
             if self.recipe:
                 out += ["--recipe", _choice(self.recipe, ("v2", "v3"), "recipe")]
+            if self.eval_every:
+                if not str(self.eval_photos or "").strip():
+                    raise AnimeGANError("give the held-out photos folder to evaluate on (photos the run never "
+                                        "trains on; python -m train.split_folder makes one)")
+                out += ["--eval-every", str(_positive(self.eval_every, "evaluate every")),
+                        "--eval-photos", str(self.eval_photos).strip()]
         elif self.fid_every:
             out += ["--fid-every", str(_positive(self.fid_every, "FID every"))]
         if self.device:
@@ -464,6 +484,11 @@ class TrainingManager:
             if not image_files([folder]):
                 raise AnimeGANError(f"{folder}: no images found (looked for .png, .jpg, .webp ... recursively)")
         root = folders[0][1] if kind == "faces" else folders[0][1].parent
+        if kind == "style" and settings.eval_every and str(settings.eval_photos or "").strip():
+            held_out = user_folder(str(settings.eval_photos).strip())
+            if not image_files([held_out]):
+                raise AnimeGANError(f"{held_out}: no images found for the evaluation")
+            settings = replace(settings, eval_photos=str(held_out))
         args = ["--data", str(root), *settings.flags(kind)]
         with self._lock:
             self._refuse_if_busy()
@@ -659,10 +684,15 @@ class TrainingManager:
         """``metrics_long`` as a pandas DataFrame with columns step, value, series."""
         import pandas as pd
 
-        rows = self.metrics_long(name, prefix, max_points)
-        frame = pd.DataFrame(rows, columns=["step", "value", "series"])
-        # Typed even when empty: a plot that first sees object columns keeps a categorical axis.
-        return frame.astype({"step": "int64", "value": "float64", "series": "str"})
+        return _frame(self.metrics_long(name, prefix, max_points))
+
+    def quality_long(self, name: str, max_points: int = MAX_PLOT_POINTS) -> list[dict[str, Any]]:
+        """The evaluations' figures (``quality_long``) in long format ``{"step", "value", "series"}``."""
+        return quality_long(read_metrics(self.path(name) / "metrics.jsonl"), max_points)
+
+    def quality_frame(self, name: str, max_points: int = MAX_PLOT_POINTS):
+        """``quality_long`` as a pandas DataFrame with columns step, value, series."""
+        return _frame(self.quality_long(name, max_points))
 
     # -- export ---------------------------------------------------------------------------
     def export(self, name: str, weights_name: str, overwrite: bool = False) -> Path:
@@ -679,15 +709,42 @@ class TrainingManager:
         return export_style(run, weights_name)
 
 
+def _frame(rows: list[dict[str, Any]]):
+    import pandas as pd
+
+    frame = pd.DataFrame(rows, columns=["step", "value", "series"])
+    # Typed even when empty: a plot that first sees object columns keeps a categorical axis.
+    return frame.astype({"step": "int64", "value": "float64", "series": "str"})
+
+
 def metrics_long(records: list[dict[str, Any]], prefix: str = "loss_",
                  max_points: int = MAX_PLOT_POINTS) -> list[dict[str, Any]]:
     """Records -> long-format rows for the numeric keys starting with ``prefix``, thinned to ``max_points``."""
+    return _long_rows(records, lambda key: (key[len(prefix):] or key, 1.0) if key.startswith(prefix) else None,
+                      max_points)
+
+
+def quality_long(records: list[dict[str, Any]], max_points: int = MAX_PLOT_POINTS) -> list[dict[str, Any]]:
+    """Records -> long-format rows of the evaluations' figures (``QUALITY_FIGURE``: fid, kid, content,
+    their baselines, fid64 ...), each series named by its key; KID-like ones as "kid x1000", scaled."""
+    def pick(key: str) -> tuple[str, float] | None:
+        if not QUALITY_FIGURE.fullmatch(key):
+            return None
+        return (f"{key} x{KID_SCALE}", float(KID_SCALE)) if "kid" in key else (key, 1.0)
+
+    return _long_rows(records, pick, max_points)
+
+
+def _long_rows(records: list[dict[str, Any]], pick: Callable[[str], tuple[str, float] | None],
+               max_points: int) -> list[dict[str, Any]]:
+    """Long-format rows of the numeric figures ``pick`` names (key -> (series, scale) or None), thinned."""
     series: dict[str, list[tuple[int, float]]] = {}
     for r in records:
         for key, value in r.items():
-            if key.startswith(prefix) and isinstance(value, (int, float)) and not isinstance(value, bool):
+            chosen = pick(key)
+            if chosen is not None and isinstance(value, (int, float)) and not isinstance(value, bool):
                 if value == value and abs(value) != float("inf"):  # NaN/inf would break the plot's scale
-                    series.setdefault(key[len(prefix):] or key, []).append((int(r["step"]), float(value)))
+                    series.setdefault(chosen[0], []).append((int(r["step"]), float(value) * chosen[1]))
     rows = []
     for label, points in series.items():
         stride = max(1, -(-len(points) // max_points))

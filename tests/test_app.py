@@ -65,7 +65,9 @@ def test_training_is_off_on_a_public_space_unless_its_owner_turns_it_on(
 
     monkeypatch.delenv("ANIMEGAN_TRAINING", raising=False)
     monkeypatch.delenv("SPACE_ID", raising=False)
-    assert "train-start" in _elem_ids(build_app())  # a local app trains
+    local = _elem_ids(build_app())
+    assert "train-start" in local  # a local app trains
+    assert {"train-plot", "train-quality", "train-eval-every", "train-eval-photos"} <= local
     monkeypatch.setenv("SPACE_ID", "alice/anime-studio")
     ids = _elem_ids(build_app())
     assert "train-off" in ids and not {"train-start", "train-data", "train-check"} & ids

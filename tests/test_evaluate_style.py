@@ -70,6 +70,28 @@ def test_figures_for_style_and_baseline(style: str, tmp_path: Path) -> None:
     assert grid.height > 2 * 96 and grid.width > 6 * 112
 
 
+def test_shared_figures_reuse_a_baseline_given_them(tmp_path: Path) -> None:
+    """style_figures (evaluate_style's and the trainer's): an earlier table's baseline stands in for recomputing it."""
+    from animegan.errors import AnimeGANError
+    from animegan.metrics import compute_stats
+    from train.evaluate_style import style_figures
+    from train.perceptual import Perceptual
+
+    anime = _folder(tmp_path / "anime", 4, seed=100, anime=True)
+    before = [torch.from_numpy(gradient_image(40, 32, seed=i)).permute(2, 0, 1)[None].float() / 127.5 - 1
+              for i in range(3)]
+    after = [x.flip(-1) * 0.5 for x in before]
+    reference, net = compute_stats(anime, "cpu"), Perceptual("inception", device="cpu")
+    table = style_figures(before, after, reference, net, device="cpu")
+    assert table["baseline"]["fid"] != pytest.approx(table["stylized"]["fid"])
+    later = [x * 0.25 for x in before]
+    fresh = style_figures(before, later, reference, net, device="cpu")
+    reused = style_figures(before, later, reference, net, device="cpu", baseline=table)
+    assert reused == fresh and reused["stylized"] != table["stylized"]
+    with pytest.raises(AnimeGANError, match="3 photos but 2"):
+        style_figures(before, after[:2], reference, net)
+
+
 def test_photos_against_themselves_give_a_zero_baseline(style: str, tmp_path: Path) -> None:
     """With the photos as the 'anime' set, the untouched photos are at FID 0 and any change is worse."""
     photos = _folder(tmp_path / "photos", 4, seed=3)

@@ -50,6 +50,16 @@ def dataset(tmp_path: Path) -> Path:
     return root
 
 
+@pytest.fixture
+def held_out(tmp_path: Path) -> Path:
+    """Photos the runs never train on: landscape and portrait ones (the short side is scaled to the run's size)."""
+    folder = tmp_path / "held_out"
+    folder.mkdir()
+    for i, (w, h) in enumerate([(60, 40), (40, 60), (60, 40), (50, 50)]):
+        Image.fromarray(gradient_image(w, h, seed=20 + i)).save(folder / f"h{i}.png")
+    return folder
+
+
 def _config(dataset: Path, **kw: object) -> StyleTrainConfig:
     return StyleTrainConfig.from_dict({"data": str(dataset), **SMALL, **kw})
 
@@ -188,13 +198,16 @@ def test_cli_trains_logs_every_term_and_exports_a_working_style(dataset: Path, t
 
 
 @pytest.mark.parametrize("recipe", ["v2", "v3"])
-def test_resume_gives_the_uninterrupted_run_exactly(dataset: Path, tmp_path: Path, recipe: str) -> None:
-    cfg = _config(dataset, recipe=recipe, steps=4)
+def test_resume_gives_the_uninterrupted_run_exactly(dataset: Path, held_out: Path, tmp_path: Path,
+                                                    recipe: str) -> None:
+    # With the quality evaluation on: it must change nothing a later step computes.
+    evaluation = dict(eval_every=2, eval_photos=str(held_out), eval_limit=3)
+    cfg = _config(dataset, recipe=recipe, steps=4, **evaluation)
     whole = StyleTrainer(cfg, tmp_path / "whole", quiet=True)
     assert whole.run() == "finished"
 
     # Split after step 2: inside the GAN phase, between two D updates (d_every=2)
-    first = StyleTrainer(_config(dataset, recipe=recipe, steps=2), tmp_path / "split", quiet=True)
+    first = StyleTrainer(_config(dataset, recipe=recipe, steps=2, **evaluation), tmp_path / "split", quiet=True)
     first.run()
     resumed = StyleTrainer(cfg, tmp_path / "split", resume=True, quiet=True)
     assert resumed.run() == "finished" and resumed.step == 4
@@ -210,6 +223,161 @@ def test_resume_gives_the_uninterrupted_run_exactly(dataset: Path, tmp_path: Pat
     assert {k: v for k, v in last_whole.items() if k.startswith("loss_")} == \
         {k: v for k, v in last_split.items() if k.startswith("loss_")}
     assert [r["step"] for r in resumed.run_folder.metrics()] == [1, 2, 3, 4]
+    figures = ("fid", "kid", "content", "baseline_fid", "baseline_kid", "content_unrelated")
+    evaluated = [[{k: r[k] for k in figures} for r in t.run_folder.metrics() if "fid" in r] for t in (whole, resumed)]
+    assert len(evaluated[0]) == 2 and evaluated[0] == evaluated[1]  # steps 2 and 4, the same figures
+    bests = [t.run_folder.load_best() for t in (whole, resumed)]
+    assert bests[0]["step"] == bests[1]["step"] and bests[0]["figures"] == bests[1]["figures"]
+
+
+def test_quality_is_measured_while_training(dataset: Path, held_out: Path, tmp_path: Path) -> None:
+    """Every eval_every steps and at the last, the figures train.evaluate_style gives for the generator then."""
+    import cv2
+
+    from animegan.metrics import compare
+    from animegan.models import build_model
+    from train.evaluate_style import style_figures
+    from train.perceptual import Perceptual
+
+    cfg = _config(dataset, steps=4, log_every=2, eval_every=3, eval_photos=str(held_out), eval_limit=3, amp=False)
+    trainer = StyleTrainer(cfg, tmp_path / "run", quiet=True)
+    assert trainer.run() == "finished"
+    assert trainer.generator.training  # the evaluation gives the generator its training mode back
+    records = trainer.run_folder.metrics()
+    assert [r["step"] for r in records] == [2, 3, 4]
+    evaluated = [r for r in records if "fid" in r]
+    assert [r["step"] for r in evaluated] == [3, 4]  # every 3 steps, and the last
+    assert "loss_g" not in evaluated[0] and "loss_g" in evaluated[1]  # alone at step 3, with the losses at 4
+    names = ("fid", "kid", "content", "baseline_fid", "baseline_kid", "content_unrelated")
+    assert all(np.isfinite(r[k]) for r in evaluated for k in names)
+    for key in ("baseline_fid", "baseline_kid", "content_unrelated"):  # the untouched photos: one figure a run
+        assert evaluated[0][key] == evaluated[1][key]
+    assert evaluated[0]["fid"] != evaluated[1]["fid"]  # the generator changed in between
+
+    # The photos as the trainer sees them: the first 3 (sorted), short side scaled to the run's 32 px.
+    photos = []
+    for path in sorted(held_out.glob("*.png"))[:3]:
+        rgb = np.asarray(Image.open(path).convert("RGB"))
+        h, w = rgb.shape[:2]
+        size = (round(w * 32 / min(h, w)), round(h * 32 / min(h, w)))
+        rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+        photos.append(torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 127.5 - 1)
+    assert [tuple(p.shape[-2:]) for p in photos] == [(32, 48), (48, 32), (32, 48)]
+    anime = dataset / "anime_images"
+    baseline = compare(photos, anime, device="cpu")
+    assert evaluated[-1]["baseline_fid"] == pytest.approx(baseline["fid"], rel=1e-4)
+    assert evaluated[-1]["baseline_kid"] == pytest.approx(baseline["kid"], rel=1e-4, abs=1e-7)
+
+    # The last evaluation is that of the final checkpoint's generator through the shared function.
+    generator = build_model("animeganv2", cfg.generator)
+    generator.load_state_dict(trainer.run_folder.load_latest_checkpoint()["generator"])
+    generator.eval()
+    with torch.no_grad():
+        styled = [generator(p).clamp(-1, 1) for p in photos]
+    from animegan.metrics import compute_stats
+
+    table = style_figures(photos, styled, compute_stats(anime, "cpu"), Perceptual("inception", "cpu"), device="cpu")
+    expected = {"fid": table["stylized"]["fid"], "kid": table["stylized"]["kid"],
+                "content": table["stylized"]["content"], "baseline_fid": table["baseline"]["fid"],
+                "baseline_kid": table["baseline"]["kid"], "content_unrelated": table["content_unrelated"]}
+    for key, value in expected.items():
+        assert evaluated[-1][key] == pytest.approx(value, rel=1e-3, abs=1e-6), key
+
+
+def test_the_best_evaluated_step_is_kept_and_exported(dataset: Path, held_out: Path, tmp_path: Path) -> None:
+    """best.pt holds the generator of the lowest-KID step (pruned step checkpoints or not); --best exports it."""
+    from animegan.weights import load_weights
+
+    cfg = _config(dataset, steps=5, eval_every=1, eval_photos=str(held_out), eval_limit=3, checkpoint_every=1,
+                  keep_checkpoints=10)
+    trainer = StyleTrainer(cfg, tmp_path / "run", quiet=True)
+    assert trainer.run() == "finished"
+    rf = trainer.run_folder
+    kids = {r["step"]: r["kid"] for r in rf.metrics() if "kid" in r}
+    assert sorted(kids) == [1, 2, 3, 4, 5] and len(set(kids.values())) > 1
+    best_step = min(kids, key=kids.get)
+    best = rf.load_best()
+    assert best["step"] == best_step and best["figures"]["kid"] == kids[best_step]
+    step_state = torch.load(rf.checkpoints_dir / f"step_{best_step:08d}.pt", weights_only=True)
+    assert all(torch.equal(best["generator"][k], v) for k, v in step_state["generator"].items())
+
+    path = export_style(rf.path, "best-one", weights_folder=tmp_path / "w", best=True)
+    loaded = load_weights(path)
+    assert loaded.metadata["steps"] == best_step and loaded.metadata["metrics"]["kid"] == kids[best_step]
+    assert loaded.metadata["metrics"]["evaluated_step"] == best_step
+    assert loaded.metadata["images_seen"] == best_step * cfg.batch
+    for k, v in step_state["generator"].items():
+        assert torch.equal(loaded.state_dict[k], v.half()), k
+    newest = load_weights(export_style(rf.path, "newest", weights_folder=tmp_path / "w"))
+    assert newest.metadata["steps"] == 5 and newest.metadata["metrics"]["evaluated_step"] == 5
+    bare = StyleTrainer(_config(dataset, steps=1), tmp_path / "bare", quiet=True)
+    bare.run()
+    with pytest.raises(AnimeGANError, match="no evaluated step"):
+        export_style(tmp_path / "bare", "x", weights_folder=tmp_path / "w", best=True)
+
+
+def test_init_from_continues_a_style_in_a_new_run(dataset: Path, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """A warm start begins at the exported generator, skips the content-only phase and adds up the history."""
+    from animegan.weights import load_weights
+
+    first = StyleTrainer(_config(dataset, steps=3), tmp_path / "first", quiet=True)
+    assert first.run() == "finished"
+    shipped = export_style(tmp_path / "first", "shipped", weights_folder=tmp_path / "w")
+    prior = load_weights(shipped).metadata
+    assert prior["steps"] == 3 and prior["images_seen"] == 3 * SMALL["batch"] and prior["train_hours"] > 0
+
+    cfg = _config(dataset, steps=2, init_steps=5, init_from=str(shipped))
+    second = StyleTrainer(cfg, tmp_path / "second", quiet=True)
+    weights = load_weights(shipped).state_dict
+    assert all(torch.equal(v, weights[k].float()) for k, v in second.generator.state_dict().items())
+    assert second.run() == "finished"
+    records = second.run_folder.metrics()
+    assert [r["step"] for r in records] == [1, 2]
+    assert all("loss_init_content" not in r and "loss_adv_g" in r for r in records)  # straight to the GAN phase
+    meta = load_weights(export_style(tmp_path / "second", "continued", weights_folder=tmp_path / "w")).metadata
+    assert meta["steps"] == 5 and meta["run_steps"] == 2 and meta["images_seen"] == 5 * SMALL["batch"]
+    assert meta["train_hours"] > prior["train_hours"] and meta["warm_start"] == str(shipped)
+
+    # A resumed warm-started run keeps its own checkpoint, not the file it started from
+    again = StyleTrainer(_config(dataset, steps=3, init_steps=5, init_from=str(shipped)), tmp_path / "second",
+                         resume=True, quiet=True)
+    assert again.run() == "finished" and again.step == 3
+
+    base = ["--data", str(dataset), "--out", str(tmp_path / "r"), "--steps", "2", "--quiet",
+            "--config", json.dumps(SMALL)]
+    assert main([*base, "--init-from", str(REPO / "weights" / "faces64.safetensors")]) == 2
+    assert "not a photo-to-anime style" in capsys.readouterr().err
+    assert main([*base, "--init-from", str(shipped), "--config", json.dumps({**SMALL, "generator": {"width": 0.5}})]) == 2
+    assert "does not fit this run's config" in capsys.readouterr().err
+    assert main([*base, "--init-from", str(tmp_path / "missing.safetensors")]) == 2
+    assert capsys.readouterr().err.startswith("error: ")
+    assert not (tmp_path / "r").exists()
+
+
+def test_evaluation_settings_are_checked_at_start(dataset: Path, held_out: Path, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """A missing or bad held-out folder is one line and exit 2 before training, not a traceback hours later."""
+    base = ["--data", str(dataset), "--out", str(tmp_path / "r"), "--steps", "2", "--quiet"]
+    assert main([*base, "--eval-every", "5"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: eval_every needs eval_photos") and len(err.strip().splitlines()) == 1
+    assert main([*base, "--eval-every", "5", "--eval-photos", str(tmp_path / "nope")]) == 2
+    assert "held-out photos folder not found" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main([*base, "--eval-every", "5", "--eval-photos", str(tmp_path / "empty")]) == 2
+    assert "need at least 2 held-out photos, found 0" in capsys.readouterr().err
+    assert main([*base, "--eval-every", "5", "--eval-photos", str(dataset / "real_images")]) == 2
+    assert "must not be (or hold) the training photos" in capsys.readouterr().err
+    unreadable = tmp_path / "unreadable"
+    unreadable.mkdir()
+    for name in ("a.png", "b.png"):
+        (unreadable / name).write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    assert main([*base, "--eval-every", "5", "--eval-photos", str(unreadable)]) == 2
+    assert "need at least 2 readable held-out photos" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()  # nothing started
+    assert main([*base, "--eval-every", "-1", "--eval-photos", str(held_out)]) == 2
+    assert "eval_every must be 0" in capsys.readouterr().err
 
 
 def test_sigterm_checkpoints_and_stops(dataset: Path, tmp_path: Path) -> None:
@@ -242,16 +410,18 @@ def test_cli_errors_exit_2(dataset: Path, tmp_path: Path, capsys: pytest.Capture
         export_style(tmp_path / "r2", "x")
 
 
-def test_ddp_two_processes_gloo(dataset: Path, tmp_path: Path) -> None:
+def test_ddp_two_processes_gloo(dataset: Path, held_out: Path, tmp_path: Path) -> None:
     run = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "train.animegan", "--data", str(dataset), "--out", str(run), "--steps", "2", "--size", "32",
-           "--batch", "1", "--init-steps", "1", "--quiet", "--config", json.dumps({**SMALL, "batch": 1})]
+           "--batch", "1", "--init-steps", "1", "--quiet", "--config", json.dumps({**SMALL, "batch": 1}),
+           "--eval-every", "2", "--eval-photos", str(held_out), "--eval-limit", "2"]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rf = RunFolder(run)
     assert rf.read_config()["world_size"] == 2
     assert [r["step"] for r in rf.metrics()] == [1, 2]
+    assert "fid" in rf.metrics()[-1] and "fid" not in rf.metrics()[0]  # the main process evaluated, once
     assert rf.checkpoints()[-1].name == "step_00000002.pt"
     assert rf.read_status()["state"] == "finished"

@@ -223,11 +223,72 @@ def test_a_past_run_reopens_with_its_curves_and_samples(tmp_path: Path, monkeypa
                           batch_size=2, steps=6, log_every=2, sample_every=3, checkpoint_every=3, sample_count=4)
     assert train(cfg, tmp_path / "runs" / "old-run", device="cpu", verbose=False) == 0
     assert "old-run" in [value for _, value in tab._run_choices()]
-    status, plot, sample, log, _, seen = tab.refresh("old-run", {})
+    status, plot, quality, sample, log, _, seen = tab.refresh("old-run", {})
     assert "old-run" in status and "finished" in status
     assert sorted(set(plot["series"])) == ["D", "G"] and sorted(set(plot["step"])) == [2, 4, 6]
     assert sample.size[0] >= tab.SAMPLE_MIN_SIDE  # the step-6 grid, enlarged for the page
+    assert quality["visible"] is False  # no evaluation in this run: no Quality plot
     # The next tick with nothing new skips the plot and the image instead of resending them.
-    _, plot_again, sample_again, *_ = tab.refresh("old-run", seen)
+    _, plot_again, quality_again, sample_again, *_ = tab.refresh("old-run", seen)
     assert plot_again is not plot and sample_again is not sample
     assert not hasattr(plot_again, "columns") and not hasattr(sample_again, "size")
+    assert set(quality_again) == {"__type__"}  # gr.skip(): nothing resent
+
+
+def test_quality_figures_are_shaped_for_their_plot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The evaluations' figures of both trainers become the Quality plot's rows; losses stay in the other."""
+    import animegan.training as training
+    from animegan.runs import RunFolder
+    from animegan.ui import training as tab
+
+    manager = TrainingManager(tmp_path / "runs")
+    monkeypatch.setattr(training, "_MANAGER", manager)
+    run = RunFolder(manager.path("evaluated"))
+    run.create({"trainer": "animegan", "recipe": "v2", "steps": 4})
+    style = dict(fid=300.0, kid=0.5, content=40.0, baseline_fid=380.0, baseline_kid=0.75, content_unrelated=26.0)
+    run.log(1, loss_g=2.0, images_per_s=3.0)
+    run.log(2, loss_g=1.5, images_per_s=3.0, **style)
+    run.log(3, loss_g=1.2, images_per_s=3.0)
+    run.log(4, loss_g=1.0, **{**style, "fid": 250.0, "content": 38.0})
+    run.log(4, fid64=20.0, kid64=0.01, kid_std=0.002, fid_samples=1000)  # the face trainer's names, and others
+    rows = manager.quality_long("evaluated")
+    got = {(r["series"], r["step"]): r["value"] for r in rows}
+    assert got == {("fid", 2): 300.0, ("fid", 4): 250.0, ("kid x1000", 2): 500.0, ("kid x1000", 4): 500.0,
+                   ("content", 2): 40.0, ("content", 4): 38.0, ("baseline_fid", 2): 380.0, ("baseline_fid", 4): 380.0,
+                   ("baseline_kid x1000", 2): 750.0, ("baseline_kid x1000", 4): 750.0,
+                   ("content_unrelated", 2): 26.0, ("content_unrelated", 4): 26.0,
+                   ("fid64", 4): 20.0, ("kid64 x1000", 4): 10.0}
+    assert {r["series"] for r in manager.metrics_long("evaluated")} == {"g"}  # the loss plot is unchanged
+    frame = manager.quality_frame("evaluated")
+    assert list(frame.columns) == ["step", "value", "series"] and len(frame) == len(rows)
+    assert manager.status("evaluated").last_fid == 250.0
+
+    _, plot, quality, *_, seen = tab.refresh("evaluated", {})
+    assert quality["visible"] is True and quality["value"].equals(frame)
+    assert sorted(set(plot["series"])) == ["g"]
+    run.log(5, loss_g=0.9)  # a loss line: the loss plot is redrawn, the Quality plot is not
+    _, plot, quality, *_, seen = tab.refresh("evaluated", seen)
+    assert hasattr(plot, "columns") and set(quality) == {"__type__"}
+    run.log(6, loss_g=0.8, **style)  # a new evaluation: redrawn
+    _, _, quality, *_ = tab.refresh("evaluated", seen)
+    assert quality["visible"] is True and quality["value"]["step"].max() == 6
+
+
+def test_style_settings_pass_the_evaluation_flags(tmp_path: Path) -> None:
+    settings = TrainSettings(steps=100, eval_every=20, eval_photos=str(tmp_path))
+    flags = settings.flags("style")
+    assert flags[flags.index("--eval-every") + 1] == "20" and flags[flags.index("--eval-photos") + 1] == str(tmp_path)
+    assert "--eval-every" not in settings.flags("faces")
+    with pytest.raises(AnimeGANError, match="held-out photos folder"):
+        TrainSettings(steps=100, eval_every=20).flags("style")
+    # The app checks the folder before launching (and keeps it inside ANIMEGAN_DATA_ROOT like the data).
+    data = tmp_path / "style"
+    _pngs(data / "real_images", 3)
+    _pngs(data / "anime_images", 3)
+    manager = TrainingManager(tmp_path / "runs")
+    with pytest.raises(AnimeGANError, match="no such folder"):
+        manager.start("style", data, "x", TrainSettings(steps=4, eval_every=2, eval_photos=str(tmp_path / "nope")))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(AnimeGANError, match="no images found for the evaluation"):
+        manager.start("style", data, "x", TrainSettings(steps=4, eval_every=2, eval_photos=str(tmp_path / "empty")))
+    assert manager.active() is None and not manager.runs()

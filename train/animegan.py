@@ -2,6 +2,7 @@
 
     python -m train.animegan --data DIR --out runs/NAME --steps 20000 [--recipe v2|v3]
         [--preset scenery|portrait] [--config JSON] [--resume] [--export NAME]
+        [--eval-every N --eval-photos HELD_OUT_DIR [--eval-limit 64]] [--init-from WEIGHTS] [--best]
 
 DIR holds ``real_images/`` (photos) and ``anime_images/`` (one anime style). The run folder
 is the face trainer's (``animegan.runs``). Schedule: ``init_steps`` of content-only
@@ -9,6 +10,16 @@ reconstruction, then the GAN phase, where D (learning rate ``d_lr_ratio`` x G's)
 once per ``d_every`` G updates. Every random draw comes from ``step_generator(seed, step,
 rank)``, so ``--resume`` from a checkpoint gives exactly the uninterrupted run. Under
 ``torchrun`` it trains with DDP (each rank draws its own batches).
+
+With ``eval_every`` the main process measures the current generator every N steps (and at the
+last) on held-out photos, as ``python -m train.evaluate_style`` does (``style_figures``): ``fid``,
+``kid`` and ``content``, beside the untouched photos' ``baseline_fid``, ``baseline_kid`` and
+``content_unrelated``, all logged into metrics.jsonl. The generator of the step with the lowest
+style KID is kept apart (``checkpoints/best.pt``); ``--export NAME --best`` exports it.
+
+``--init-from WEIGHTS`` starts a new run's generator from a style weights file (a campaign on a new
+machine continues from the shipped weights) and skips the content-only phase; the export then counts
+the steps, images and hours of both.
 """
 from __future__ import annotations
 
@@ -23,6 +34,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image
 from torch import nn
@@ -30,6 +42,7 @@ from torch import nn
 from animegan.device import pick_device
 from animegan.errors import AnimeGANError
 from animegan.export import RECIPES, export_style
+from animegan.images import image_files
 from animegan.models import build_model, make_config
 from animegan.names import check_name
 from animegan.runs import RunFolder
@@ -41,7 +54,7 @@ from .losses import (GAN_LOSSES, PRESETS, color_loss, content_loss, d_adv_loss, 
                      superpixel_average, tv_loss)
 from .perceptual import Perceptual
 from .precision import add_fp32_flag, train_precision
-from .style_data import StyleBatch, StyleData
+from .style_data import Skipped, StyleBatch, StyleData, load_images, resize_to
 
 
 @dataclass
@@ -73,6 +86,10 @@ class StyleTrainConfig:
     smooth_gray: bool = True  # v2 shows D the grayscale edge-smoothed anime, as the original
     superpixels: int = 64  # v3 region smoothing: superpixels per crop
     val_photos: int = 4
+    eval_every: int = 0  # measure style FID/KID and content on held-out photos every N steps; 0: never
+    eval_photos: str = ""  # the held-out photos (never trained on; python -m train.split_folder makes them)
+    eval_limit: int = 64  # the first N of them (sorted by path)
+    init_from: str = ""  # a style weights file (name or path) a new run's generator starts from
     scale_jitter: float = 1.25
     log_every: int = 10
     sample_every: int = 500
@@ -102,6 +119,13 @@ class StyleTrainConfig:
                 raise AnimeGANError(f"{name} must be at least 1 (got {getattr(self, name)})")
         if self.init_steps < 0:
             raise AnimeGANError(f"init_steps must be 0 or more (got {self.init_steps})")
+        if self.eval_every < 0:
+            raise AnimeGANError(f"eval_every must be 0 (never) or more (got {self.eval_every})")
+        if self.eval_every and not self.eval_photos:
+            raise AnimeGANError("eval_every needs eval_photos: a folder of held-out photos (--eval-photos DIR; "
+                                "python -m train.split_folder SRC --train DATA/real_images --eval DIR makes one)")
+        if self.eval_limit < 2:
+            raise AnimeGANError(f"eval_limit must be at least 2 (got {self.eval_limit})")
         preset_weights(self.preset, self.weights)  # unknown weight names fail now, not at step 1000
         try:
             make_config(RECIPES[self.recipe], self.generator)
@@ -109,6 +133,11 @@ class StyleTrainConfig:
         except ValueError as exc:
             raise AnimeGANError(str(exc)) from None
         return self
+
+    @property
+    def pretrain_steps(self) -> int:
+        """Steps of the content-only phase: none for a warm start, whose generator already reconstructs."""
+        return 0 if self.init_from else self.init_steps
 
     @property
     def architecture(self) -> str:
@@ -153,6 +182,8 @@ class StyleTrainer:
         self.precision = train_precision(self.device, cfg.amp, cfg.channels_last)
         fmt = self.precision.memory_format
 
+        # Listed on every rank before the (slow) data: a bad folder is a message at start.
+        self.eval_files = eval_photo_files(cfg) if cfg.eval_every else []
         # The main process builds the smoothing cache; the others then read it.
         if not self.dist.is_main:
             distributed.barrier(self.dist)
@@ -163,6 +194,9 @@ class StyleTrainer:
 
         torch.manual_seed(cfg.seed)  # same initial weights on every rank
         self.generator = build_model(cfg.architecture, cfg.generator).to(self.device, memory_format=fmt)
+        self.prior: dict[str, Any] = {}  # the warm start's weights and their training (steps, images, hours)
+        if cfg.init_from and not (resume and self.run_folder.checkpoints()):
+            self.prior = warm_start(self.generator, cfg)
         self.discriminator = build_model("patch_discriminator", cfg.discriminator).to(self.device, memory_format=fmt)
         self.perceptual = Perceptual(cfg.perceptual, self.device, cfg.perceptual_min_side, cfg.inception_layer,
                                      cfg.perceptual_scale or None).to(memory_format=fmt)
@@ -178,7 +212,16 @@ class StyleTrainer:
             self.g_train = DDP(self.g_train, device_ids=ids)
             self.d_train = DDP(self.discriminator, device_ids=ids)
         self.step = 0
+        self.trained_s = 0.0  # wall-clock seconds of this run's steps and evaluations, across resumes
+        self.best_kid = float("inf")
         self.last_d: dict[str, float] = {}
+        # Only the main process evaluates: it reads the held-out photos now (unreadable ones fail here),
+        # the anime set's statistics and the baseline at the first evaluation (``evaluate``).
+        self.eval_images: list[torch.Tensor] = []
+        self._eval: dict[str, Any] = {}
+        if self.eval_files and self.dist.is_main:
+            self.eval_images = load_eval_photos(self.eval_files, cfg.size, cfg.eval_limit,
+                                                getattr(self.generator, "size_multiple", 1), log=not quiet)
 
     # -- helpers ------------------------------------------------------------------------
     def _autocast(self) -> contextlib.AbstractContextManager:
@@ -193,7 +236,7 @@ class StyleTrainer:
     def state_dict(self) -> dict[str, Any]:
         return {"generator": self.generator.state_dict(), "discriminator": self.discriminator.state_dict(),
                 "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(), "rng": rng_state(),
-                "last_d": dict(self.last_d)}
+                "last_d": dict(self.last_d), "trained_s": self.trained_s}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.generator.load_state_dict(state["generator"])
@@ -202,6 +245,7 @@ class StyleTrainer:
         self.opt_d.load_state_dict(state["opt_d"])
         set_rng_state(state["rng"])
         self.last_d = dict(state.get("last_d", {}))
+        self.trained_s = float(state.get("trained_s", 0.0))
         self.step = int(state["step"])
 
     # -- one step -----------------------------------------------------------------------
@@ -217,7 +261,7 @@ class StyleTrainer:
         v3 = cfg.recipe == "v3"
         terms: dict[str, torch.Tensor] = {}
 
-        if step < cfg.init_steps:
+        if step < cfg.pretrain_steps:
             _set_lr(self.opt_g, cfg.lr_init)
             with self._autocast():
                 out = self.g_train(photo)
@@ -231,7 +275,7 @@ class StyleTrainer:
         _set_lr(self.opt_g, cfg.lr_g)
         _set_lr(self.opt_d, cfg.lr_g * cfg.d_lr_ratio)
         anime, anime_gray = self._move(b.anime), self._move(b.anime_gray)
-        if (step - cfg.init_steps) % cfg.d_every == 0:
+        if (step - cfg.pretrain_steps) % cfg.d_every == 0:
             smooth = self._move(b.smooth_gray if cfg.smooth_gray else b.smooth)
             self._d_update(photo, anime, anime_gray, smooth)
 
@@ -312,6 +356,62 @@ class StyleTrainer:
             rows.append(self.generator(x).cpu())
         return image_rows_grid(rows)
 
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """The current generator's figures on the held-out photos, as ``train.evaluate_style`` measures them.
+
+        The untouched photos' figures (``baseline_*``, ``content_unrelated``) are computed once per
+        process and repeated in each result. Global RNG states are restored afterwards, so an
+        evaluation changes nothing a later step draws.
+        """
+        from animegan.metrics import compute_stats
+
+        from .evaluate_style import style_figures
+
+        ev = self._eval
+        rng = rng_state()
+        try:
+            if "reference" not in ev:  # the whole anime set; its statistics are cached on disk too
+                ev["reference"] = compute_stats(self.data.anime_names, self.device)
+                ev["perceptual"] = Perceptual("inception", self.device)
+            after = self.stylize_eval_photos()
+            table = style_figures(self.eval_images, after, ev["reference"], ev["perceptual"], device=self.device,
+                                  baseline=ev.get("baseline"))
+        finally:
+            set_rng_state(rng)
+        ev.setdefault("baseline", table)
+        return {"fid": table["stylized"]["fid"], "kid": table["stylized"]["kid"],
+                "content": table["stylized"]["content"], "baseline_fid": table["baseline"]["fid"],
+                "baseline_kid": table["baseline"]["kid"], "content_unrelated": table["content_unrelated"]}
+
+    @torch.no_grad()
+    def stylize_eval_photos(self, batch: int = 4) -> list[torch.Tensor]:
+        """The held-out photos through the current generator (eval mode, the training autocast), on the CPU."""
+        out: list[torch.Tensor] = [torch.empty(0)] * len(self.eval_images)
+        by_size: dict[tuple[int, ...], list[int]] = {}
+        for i, photo in enumerate(self.eval_images):
+            by_size.setdefault(tuple(photo.shape), []).append(i)
+        was_training = self.generator.training
+        self.generator.eval()
+        try:
+            for indices in by_size.values():
+                for start in range(0, len(indices), batch):
+                    chunk = indices[start:start + batch]
+                    x = self._move(torch.cat([self.eval_images[i] for i in chunk]))
+                    with self._autocast():
+                        y = self.generator(x)
+                    for i, one in zip(chunk, y.float().clamp(-1, 1).cpu().split(1)):
+                        out[i] = one.contiguous()
+        finally:
+            self.generator.train(was_training)
+        return out
+
+    def keep_best(self, figures: dict[str, float]) -> None:
+        """Keep the generator of this step as the run's best (the export of a campaign), with its figures."""
+        names = ("fid", "kid", "content", "baseline_fid", "baseline_kid", "content_unrelated")
+        self.run_folder.save_best(self.step, {"generator": self.generator.state_dict(), "trained_s": self.trained_s,
+                                              "figures": {k: float(figures[k]) for k in names}})
+
     def save_checkpoint(self) -> None:
         if self.dist.is_main:
             self.run_folder.save_checkpoint(self.step, self.state_dict())
@@ -329,6 +429,9 @@ class StyleTrainer:
                 self.load_state_dict(state)
             if main:
                 rf.truncate_metrics(self.step)  # those lines are redone
+                # From the kept lines: a best.pt of a later step (a crash before its checkpoint) is
+                # redone identically and replaced then.
+                self.best_kid = min((r["kid"] for r in rf.metrics() if "kid" in r), default=float("inf"))
                 if not self.quiet:
                     print(f"resumed {rf.path} at step {self.step}", flush=True)
         handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)} if threading_main() else {}
@@ -352,6 +455,7 @@ class StyleTrainer:
         pending = pool.submit(self.make_batch, self.step)
         try:
             while self.step < cfg.steps:
+                step_started = time.time()
                 if self._stop_requested(stop):
                     state = "stopped"
                     break
@@ -362,20 +466,36 @@ class StyleTrainer:
                 images += cfg.batch * self.dist.world_size
                 if progress is not None:
                     progress.update(1)
-                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                last = self.step == cfg.steps
+                record: dict[str, float] = {}
+                if self.step % cfg.log_every == 0 or last:
                     values = {k: float(distributed.all_reduce_mean(torch.tensor(v), self.dist))
                               for k, v in sorted(values.items())}
-                    if main:
-                        elapsed = max(time.time() - t0, 1e-9)
-                        rf.log(self.step, **values, images_per_s=images / elapsed)
-                        rf.write_status("running", step=self.step, **extra)
-                        if progress is not None:
-                            shown = {k[5:]: f"{v:.3g}" for k, v in values.items() if k.startswith("loss_")}
-                            progress.set_postfix(shown,
-                                                 refresh=False)
+                    record.update(values, images_per_s=images / max(time.time() - t0, 1e-9))
+                    if progress is not None:
+                        shown = {k[5:]: f"{v:.3g}" for k, v in values.items() if k.startswith("loss_")}
+                        progress.set_postfix(shown, refresh=False)
                     t0, images = time.time(), 0
+                if cfg.eval_every and (self.step % cfg.eval_every == 0 or last):
+                    started = time.time()
+                    if main:
+                        record.update(self.evaluate())
+                        if record["kid"] < self.best_kid:
+                            self.best_kid = record["kid"]
+                            self.keep_best(record)
+                    distributed.barrier(self.dist)  # the other ranks wait for the main one's evaluation
+                    t0 += time.time() - started  # images/s counts training time only
+                    if progress is not None:
+                        progress.write(f"step {self.step}: style FID {record['fid']:.2f} (photos "
+                                       f"{record['baseline_fid']:.2f}), content {record['content']:.3g} "
+                                       f"(unrelated {record['content_unrelated']:.3g}); "
+                                       f"{time.time() - started:.1f} s")
+                if main and record:
+                    rf.log(self.step, **record)
+                    rf.write_status("running", step=self.step, **extra)
                 if main and (self.step % cfg.sample_every == 0 or self.step == cfg.steps):
                     rf.save_sample(self.step, self.sample())
+                self.trained_s += time.time() - step_started
                 if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
                     self.save_checkpoint()
             if state == "stopped":
@@ -410,7 +530,79 @@ class StyleTrainer:
         record["data_description"] = self.data.describe()
         record["world_size"] = self.dist.world_size
         record["precision"] = self.precision.describe()
+        if self.prior:
+            record["warm_start"] = self.prior
         return record
+
+
+def warm_start(generator: nn.Module, cfg: StyleTrainConfig) -> dict[str, Any]:
+    """Load ``cfg.init_from``'s style generator into ``generator``; returns what the file says of its training.
+
+    The file must hold the generator this config builds (recipe and ``generator`` settings); the
+    discriminator and optimisers start afresh.
+    """
+    from animegan.weights import load_weights
+
+    loaded = load_weights(cfg.init_from, kind="style")
+    if loaded.kind != "style":
+        raise AnimeGANError(f"{cfg.init_from}: holds a {loaded.kind} model, not a photo-to-anime style")
+    if loaded.architecture != cfg.architecture:
+        raise AnimeGANError(f"{cfg.init_from}: a {loaded.architecture} generator, but the {cfg.recipe} recipe "
+                            f"trains {cfg.architecture}")
+    try:
+        generator.load_state_dict({k: v.float() for k, v in loaded.state_dict.items()})
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0][:200]
+        raise AnimeGANError(f"{cfg.init_from}: its generator does not fit this run's config ({first}); "
+                            f"its config is {loaded.metadata.get('config')}") from None
+    meta = loaded.metadata
+    return {"weights": str(cfg.init_from), "steps": int(meta.get("steps") or 0),
+            "images": int(meta.get("images_seen") or 0), "hours": float(meta.get("train_hours") or 0.0)}
+
+
+def eval_photo_files(cfg: StyleTrainConfig) -> list[Path]:
+    """The held-out photo files (sorted), checked: a folder of at least 2 images that is not the training photos."""
+    folder = Path(cfg.eval_photos)
+    if not folder.is_dir():
+        raise AnimeGANError(f"{folder}: held-out photos folder not found (--eval-photos)")
+    real = Path(cfg.data) / "real_images"
+    resolved, train_dir = folder.resolve(), real.resolve()
+    if resolved == train_dir or train_dir in resolved.parents or resolved in train_dir.parents:
+        raise AnimeGANError(f"{folder}: the held-out photos must not be (or hold) the training photos {real}; "
+                            "python -m train.split_folder SRC --train DATA/real_images --eval DIR splits a folder")
+    files = image_files([folder])
+    if len(files) < 2:
+        raise AnimeGANError(f"{folder}: need at least 2 held-out photos, found {len(files)}")
+    return files
+
+
+def load_eval_photos(files: list[Path], size: int, limit: int, multiple: int = 1,
+                     log: bool = False) -> list[torch.Tensor]:
+    """The first ``limit`` readable photos, short side scaled to ``size`` (aspect kept), centre-cropped to a
+    multiple of ``multiple``: a list of (1, 3, H, W) tensors in [-1, 1]."""
+    skipped = Skipped([], [])
+    photos: list[torch.Tensor] = []
+    for path in files:
+        if len(photos) == limit:
+            break
+        arrays, _ = load_images([path], skipped)
+        if not arrays:
+            continue
+        a = arrays[0]
+        h, w = a.shape[:2]
+        scale = size / min(h, w)
+        new_w, new_h = max(size, round(w * scale)), max(size, round(h * scale))
+        a = resize_to(a, new_w, new_h)
+        crop_h, crop_w = new_h - new_h % multiple, new_w - new_w % multiple
+        top, left = (new_h - crop_h) // 2, (new_w - crop_w) // 2
+        a = np.ascontiguousarray(a[top:top + crop_h, left:left + crop_w])
+        photos.append(torch.from_numpy(a).permute(2, 0, 1)[None].float().div_(127.5).sub_(1.0).contiguous())
+    if skipped.files and log:
+        print(f"warning: held-out photos: {skipped.summary()}", flush=True)
+    if len(photos) < 2:
+        raise AnimeGANError(f"{files[0].parent}: need at least 2 readable held-out photos, found {len(photos)}"
+                            + (f"; {skipped.summary()}" if skipped.files else ""))
+    return photos
 
 
 def threading_main() -> bool:
@@ -440,14 +632,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-every", type=int, dest="log_every")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:1 ...")
     p.add_argument("--seed", type=int)
+    p.add_argument("--eval-every", type=int, dest="eval_every",
+                   help="measure style FID/KID and content on the held-out photos every N steps (0: never)")
+    p.add_argument("--eval-photos", dest="eval_photos", metavar="DIR",
+                   help="held-out photos for --eval-every (never trained on; see python -m train.split_folder)")
+    p.add_argument("--eval-limit", type=int, dest="eval_limit", help="use the first N held-out photos (default 64)")
+    p.add_argument("--init-from", dest="init_from", metavar="WEIGHTS",
+                   help="start a new run's generator from these style weights (a name in weights/ or a file)")
     add_fp32_flag(p)
     p.add_argument("--export", metavar="NAME", help="when done, save the generator as weights/NAME.safetensors")
+    p.add_argument("--best", action="store_true",
+                   help="with --export: the best evaluated step (lowest style KID), not the newest")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
 
 # What may change when resuming: nothing that alters the arithmetic of a step.
-RESUME_OVERRIDABLE = ("steps", "sample_every", "checkpoint_every", "log_every", "keep_checkpoints", "device")
+RESUME_OVERRIDABLE = ("steps", "sample_every", "checkpoint_every", "log_every", "keep_checkpoints", "device",
+                      "eval_every", "eval_photos", "eval_limit")
 
 
 def config_from_args(args: argparse.Namespace) -> StyleTrainConfig:
@@ -459,7 +661,8 @@ def config_from_args(args: argparse.Namespace) -> StyleTrainConfig:
         known = {f.name for f in dataclasses.fields(StyleTrainConfig)}
         values = {k: v for k, v in RunFolder(args.out).read_config().items() if k in known}
     flags = {k: getattr(args, k) for k in ("data", "steps", "preset", "recipe", "size", "batch", "init_steps",
-                                           "sample_every", "checkpoint_every", "log_every", "device", "seed")
+                                           "sample_every", "checkpoint_every", "log_every", "device", "seed",
+                                           "eval_every", "eval_photos", "eval_limit", "init_from")
              if getattr(args, k) is not None}
     if args.fp32:
         flags["amp"] = False
@@ -486,7 +689,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = config_from_args(args)
         dist = distributed.setup(None if cfg.device == "auto" else cfg.device)
         trainer = StyleTrainer(cfg, args.out, resume=args.resume, dist=dist, quiet=args.quiet or not dist.is_main)
-        if dist.is_main and cfg.init_steps >= cfg.steps:
+        if dist.is_main and cfg.pretrain_steps >= cfg.steps:
             print(f"note: init_steps ({cfg.init_steps}) >= steps ({cfg.steps}): this run only does the "
                   "content-only reconstruction phase", file=sys.stderr, flush=True)
         if dist.is_main and not args.quiet:
@@ -495,7 +698,7 @@ def main(argv: list[str] | None = None) -> int:
                   flush=True)
         state = trainer.run()
         if dist.is_main and args.export and state == "finished":
-            path = export_style(args.out, args.export)
+            path = export_style(args.out, args.export, best=args.best)
             if not args.quiet:
                 print(f"exported {path}", flush=True)
         return 0

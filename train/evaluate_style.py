@@ -21,14 +21,15 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from animegan.errors import AnimeGANError
 from animegan.images import image_files, to_tensor_range
-from animegan.metrics import compare, compute_stats
+from animegan.metrics import INCEPTION_SIZE, FeatureStats, compare, compute_stats
 from animegan.stylize import StyleOptions, get_stylizer
 
 from .losses import content_loss
@@ -65,20 +66,68 @@ def evaluate_style(weights: str, photos: str | Path, anime: str | Path, limit: i
         after.append(_tensor(styled.resize(photo.size)))
     reference = compute_stats(anime, device, progress=progress)
     result: dict[str, Any] = {"photos": len(files), "anime": reference.count, "perceptual": perceptual.name}
-    for label, images in (("stylized", after), ("baseline", before)):
-        figures = compare(images, reference, device=device)
-        result[label] = {"fid": figures["fid"], "kid": figures["kid"], "kid_std": figures["kid_std"]}
-    feats_before = [perceptual(x) for x in before]
-    feats_after = [perceptual(x) for x in after]
-    result["stylized"]["content"] = float(np.mean([content_loss(a, b).item() for a, b in zip(feats_before, feats_after)]))
-    result["baseline"]["content"] = 0.0
-    shifted = feats_before[1:] + feats_before[:1]
-    result["content_unrelated"] = float(np.mean([
-        content_loss(a, b).item() for a, b in zip(feats_before, shifted) if a.shape == b.shape]))
-    result["fid_reduction"] = 1.0 - result["stylized"]["fid"] / max(result["baseline"]["fid"], 1e-9)
+    result.update(style_figures(before, after, reference, perceptual, device=device))
     if samples:
         _save_pairs(before[:8], after[:8], Path(samples))
     return result
+
+
+@torch.no_grad()
+def style_figures(before: Sequence[torch.Tensor], after: Sequence[torch.Tensor], reference: FeatureStats,
+                  perceptual: Perceptual, device: str | torch.device | None = None,
+                  baseline: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The figures of stylized photos against an anime set, beside those of the untouched photos.
+
+    ``before[i]`` is a photo and ``after[i]`` its stylization, both (1, 3, H, W) in [-1, 1] at the
+    same size; ``reference`` is the anime set's Inception statistics; ``perceptual`` the network of
+    the content distance. Returns ``{"stylized": {fid, kid, kid_std, content}, "baseline": {...},
+    "content_unrelated", "fid_reduction"}``. ``baseline``, an earlier result for the same photos and
+    reference, lends its baseline part and ``content_unrelated`` instead of computing them again.
+    """
+    if len(before) != len(after):
+        raise AnimeGANError(f"{len(before)} photos but {len(after)} stylizations")
+    if len(before) < 2:
+        raise AnimeGANError(f"need at least 2 held-out photos, found {len(before)}")
+    stylized = _style_distance(after, reference, device)
+    net_device = next(perceptual.parameters()).device
+
+    def features(x: torch.Tensor) -> torch.Tensor:
+        return perceptual(x.to(net_device, torch.float32))
+
+    # One photo's features at a time (full-size photos' features add up to gigabytes); the
+    # unrelated pairs are each photo and the next (the last with the first), of the same size.
+    content, unrelated = [], []
+    first = previous = None
+    for x, y in zip(before, after):
+        f = features(x)
+        content.append(content_loss(f, features(y)).item())
+        if baseline is None:
+            if previous is not None and previous.shape == f.shape:
+                unrelated.append(content_loss(previous, f).item())
+            first = f if first is None else first
+            previous = f
+    stylized["content"] = float(np.mean(content))
+    if baseline is None:
+        if previous is not None and first is not None and previous.shape == first.shape:
+            unrelated.append(content_loss(previous, first).item())
+        base = {**_style_distance(before, reference, device), "content": 0.0}
+        content_unrelated = float(np.mean(unrelated)) if unrelated else float("nan")
+    else:
+        base, content_unrelated = dict(baseline["baseline"]), float(baseline["content_unrelated"])
+    return {"stylized": stylized, "baseline": base, "content_unrelated": content_unrelated,
+            "fid_reduction": 1.0 - stylized["fid"] / max(base["fid"], 1e-9)}
+
+
+def _style_distance(images: Sequence[torch.Tensor], reference: FeatureStats,
+                    device: str | torch.device | None) -> dict[str, float]:
+    """FID and KID of images of any sizes against the reference (resized for Inception in small batches)."""
+    def batches(size: int = 16) -> Iterator[torch.Tensor]:
+        for start in range(0, len(images), size):
+            yield torch.cat([F.interpolate(x.float().clamp(-1, 1), size=(INCEPTION_SIZE, INCEPTION_SIZE),
+                                           mode="bilinear", align_corners=False) for x in images[start:start + size]])
+
+    figures = compare(batches(), reference, device=device)
+    return {"fid": figures["fid"], "kid": figures["kid"], "kid_std": figures["kid_std"]}
 
 
 def _save_pairs(before: list[torch.Tensor], after: list[torch.Tensor], path: Path) -> None:

@@ -46,11 +46,15 @@ def check_dataset(kind: str, data: str, progress: gr.Progress = gr.Progress()) -
 
 @user_errors
 def start_run(kind: str, data: str, name: str, steps: Any, size: Any, batch: Any, preset: str, recipe: str,
-              sample_every: Any, checkpoint_every: Any, fid_every: Any) -> tuple[str, Any]:
+              sample_every: Any, checkpoint_every: Any, fid_every: Any, eval_every: Any,
+              eval_photos: str | None) -> tuple[str, Any]:
+    style = kind == "style"
     settings = TrainSettings(steps=int(steps or 0), size=_optional(size), batch=_optional(batch),
-                             preset=preset if kind == "style" else None, recipe=recipe if kind == "style" else None,
+                             preset=preset if style else None, recipe=recipe if style else None,
                              sample_every=_optional(sample_every), checkpoint_every=_optional(checkpoint_every),
-                             fid_every=_optional(fid_every) if kind == "faces" else None)
+                             fid_every=_optional(fid_every) if kind == "faces" else None,
+                             eval_every=_optional(eval_every) if style else None,
+                             eval_photos=eval_photos if style else None)
     status = get_manager().start(kind, data, name, settings)
     gr.Info(f"started {status.name}: the curves and samples appear as it trains")
     return status.summary(), gr.update(choices=_run_choices(), value=CURRENT)
@@ -122,24 +126,31 @@ def refresh(view: str | None, seen: dict[str, Any] | None) -> tuple[Any, ...]:
         name = _chosen(view)
         status = manager.status(name)
     except Exception as exc:  # a broken run folder must not stop the timer
-        return (f"cannot read the run: {exc}", gr.skip(), gr.skip(), gr.skip(), gr.skip(), seen)
+        return (f"cannot read the run: {exc}", gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), seen)
     runs = tuple(manager.runs())
     runs_update = gr.skip()
     if runs != seen.get("runs"):
         seen["runs"] = runs
         runs_update = gr.update(choices=_run_choices())
     plot_key = (status.name, status.records)
-    plot_update = gr.skip()
+    plot_update = quality_update = gr.skip()
     if plot_key != seen.get("plot"):
         seen["plot"] = plot_key
         frame = manager.metrics_frame(status.name) if status.name else None
         plot_update = frame if frame is not None and len(frame) else None
+        quality = manager.quality_frame(status.name) if status.name else None
+        shown = quality is not None and len(quality) > 0
+        # Evaluations are rarer than loss lines: redrawn only when a point was added (or the run changed).
+        quality_key = (status.name, len(quality) if shown else 0, int(quality["step"].max()) if shown else 0)
+        if quality_key != seen.get("quality"):
+            seen["quality"] = quality_key
+            quality_update = gr.update(value=quality if shown else None, visible=shown)
     sample_key = (status.name, str(status.sample))
     sample_update = gr.skip()
     if sample_key != seen.get("sample"):
         seen["sample"] = sample_key
         sample_update = _load(status.sample)
-    return status.summary(), plot_update, sample_update, status.log_tail, runs_update, seen
+    return status.summary(), plot_update, quality_update, sample_update, status.log_tail, runs_update, seen
 
 
 def _load(path: Any) -> Any:
@@ -161,7 +172,8 @@ def switch_kind(kind: str) -> tuple[Any, ...]:
     data_label = ("Dataset folder (holds real_images/ and anime_images/)" if style
                   else "Dataset folder (face images, searched recursively)")
     return (gr.update(label=data_label), gr.update(value=d["size"]), gr.update(value=d["batch"]),
-            gr.update(value=d["steps"]), gr.update(visible=style), gr.update(visible=not style))
+            gr.update(value=d["steps"]), gr.update(visible=style), gr.update(visible=not style),
+            gr.update(visible=style))
 
 
 def build_tab() -> None:
@@ -200,6 +212,11 @@ def build_tab() -> None:
             with gr.Column(visible=True) as faces_col:
                 fid_every = gr.Number(value=0, precision=0, minimum=0, label="FID every N steps (0: never)",
                                       elem_id="train-fid-every")
+            with gr.Column(visible=False) as style_col:
+                eval_every = gr.Number(value=0, precision=0, minimum=0, label="Evaluate every N steps (0: never)",
+                                       elem_id="train-eval-every")
+                eval_photos = gr.Textbox(label="Held-out photos folder (never trained on)",
+                                         placeholder="/path/to/held_out_photos", elem_id="train-eval-photos")
     with gr.Row():
         start = gr.Button("Start", variant="primary", elem_id="train-start")
         stop = gr.Button("Stop", variant="stop", elem_id="train-stop")
@@ -210,6 +227,9 @@ def build_tab() -> None:
     with gr.Row():
         plot = gr.LinePlot(None, x="step", y="value", color="series", title="Losses", x_title="step",
                            y_title="loss", height=320, elem_id="train-plot")
+        quality = gr.LinePlot(None, x="step", y="value", color="series", title="Quality",
+                              x_title="step", y_title="FID, KID x1000, content", height=320, visible=False,
+                              elem_id="train-quality")
         sample = gr.Image(label="Newest sample grid", type="pil", format="png", height=320, interactive=False,
                           elem_id="train-sample")
     log = gr.Textbox(label="Trainer log (last lines)", lines=6, max_lines=12, interactive=False, elem_id="train-log")
@@ -229,16 +249,16 @@ def build_tab() -> None:
     seen = gr.State({})
     timer = gr.Timer(REFRESH_S)
 
-    kind.change(switch_kind, kind, [data, size, batch, steps, style_row, faces_col], queue=False,
+    kind.change(switch_kind, kind, [data, size, batch, steps, style_row, faces_col, style_col], queue=False,
                 api_visibility="undocumented")
     check.click(check_dataset, [kind, data], check_result, concurrency_id="training-check")
     start.click(start_run, [kind, data, name, steps, size, batch, preset, recipe, sample_every, checkpoint_every,
-                            fid_every], [status, runs], concurrency_limit=None)
+                            fid_every, eval_every, eval_photos], [status, runs], concurrency_limit=None)
     stop.click(stop_run, None, status, concurrency_limit=None)
     resume.click(resume_run, [runs, steps], [status, runs], concurrency_limit=None)
     runs.input(pick_run, runs, steps, concurrency_limit=None)
     export.click(export_weights, [runs, weights_name, overwrite], export_result, concurrency_id="training-export")
     push.click(push_run, [runs, repo, private], push_result, concurrency_id="training-export")
     # Reading the run folder is cheap and must not wait behind a stylization in the model queue.
-    timer.tick(refresh, [runs, seen], [status, plot, sample, log, runs, seen], concurrency_limit=None,
+    timer.tick(refresh, [runs, seen], [status, plot, quality, sample, log, runs, seen], concurrency_limit=None,
                show_progress="hidden", api_visibility="undocumented")
