@@ -36,7 +36,9 @@ class StyleOptions:
 
     portrait: bool = False
     keep_colors: bool = False
-    max_side: int | None = None  # cap on the long side for inference; None or 0 = full size
+    # Cap on the long side the network sees (the output keeps the input's size): None is the style's
+    # working size (its metadata's max_side: the size its strokes were trained for; none: full size), 0 full size.
+    max_side: int | None = None
     tile: int = 1024  # tile side for large images; 0 = never tile
 
     def __post_init__(self) -> None:
@@ -60,6 +62,7 @@ class Stylizer:
             raise AnimeGANError(f"{weights.source}: holds a {weights.kind} model, not a photo-to-anime style")
         self.name = str(style) if style is not None else weights.metadata.get("name", "style")
         self.metadata = weights.metadata
+        self.working_side = int(self.metadata.get("max_side") or 0)
         self.device = device_policy.pick_device(device)
         self.dtype = device_policy.inference_dtype(self.device, half)
         self.model = device_policy.prepare(build_from_weights(weights), self.device, self.dtype)
@@ -173,8 +176,9 @@ class Stylizer:
                 rgb = rgb.crop(box).resize((PORTRAIT_SIDE, PORTRAIT_SIDE), Image.Resampling.LANCZOS)
                 alpha = alpha.crop(box).resize(rgb.size, Image.Resampling.LANCZOS) if alpha is not None else None
         work = rgb
-        if options.max_side and max(rgb.size) > options.max_side:
-            scale = options.max_side / max(rgb.size)
+        cap = self.working_side if options.max_side is None else int(options.max_side)
+        if cap and max(rgb.size) > cap:
+            scale = cap / max(rgb.size)
             size = (max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale)))
             work = rgb.resize(size, Image.Resampling.LANCZOS)
         return _Job(source=rgb, work=work, alpha=alpha)

@@ -127,7 +127,7 @@ def test_shipped_sliders_belong_to_their_weights(path: Path, private_cache: Path
 
 @pytest.mark.parametrize("path", STYLES, ids=lambda p: p.stem)
 def test_shipped_style_stylizes_a_picture(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A shipped style (none yet; any added later is picked up here) loads by name and by path and works."""
+    """A shipped style (any added later is picked up here) loads by name and by path and works."""
     from animegan.stylize import Stylizer
 
     monkeypatch.setenv("ANIMEGAN_WEIGHTS_DIR", str(path.parent))
@@ -142,3 +142,40 @@ def test_shipped_style_stylizes_a_picture(path: Path, monkeypatch: pytest.Monkey
     assert np.abs(other.astype(np.float32) - out).mean() > 1
     assert np.array_equal(Stylizer(path.stem, device="cpu", half=False).run_arrays([photo], tile=0)[0], out)
     assert Image.fromarray(out).size == (72, 56)
+
+
+@pytest.mark.parametrize("path", STYLES, ids=lambda p: p.stem)
+def test_shipped_style_on_real_photos(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A trained style on a real photo (examples/astronaut.jpg): tiles land within the README's 2.5/255 of
+    the whole picture, keep-colours brings the photo's colours back, portrait mode stylizes the face crop."""
+    import cv2
+
+    from animegan.portrait import largest_face, portrait_box
+    from animegan.stylize import PORTRAIT_SIDE, StyleOptions, Stylizer
+
+    monkeypatch.setenv("ANIMEGAN_WEIGHTS_DIR", str(path.parent))
+    photo = Image.open(REPO / "examples" / "astronaut.jpg").convert("RGB")
+    stylizer = Stylizer(str(path), device="cpu")
+
+    def diff(a: Image.Image, b: Image.Image) -> float:
+        return float(np.abs(np.asarray(a, np.float32) - np.asarray(b, np.float32)).mean())
+
+    whole = stylizer(photo, StyleOptions(tile=0, max_side=0))
+    tiled = stylizer(photo, StyleOptions(tile=192, max_side=0))  # 512^2 > 2 * 192^2: 3x3 tiles
+    assert diff(whole, photo) > 8  # a trained style changes the photo
+    assert diff(whole, tiled) < 2.5
+
+    def chroma(img: Image.Image) -> np.ndarray:  # mean a*, b* (Lab): the colour cast
+        return cv2.cvtColor(np.asarray(img), cv2.COLOR_RGB2LAB)[..., 1:].reshape(-1, 2).astype(np.float32).mean(0)
+
+    kept = stylizer(photo, StyleOptions(keep_colors=True, max_side=0))
+    assert np.abs(chroma(kept) - chroma(photo)).sum() < 0.5 * np.abs(chroma(whole) - chroma(photo)).sum() + 1.0
+    assert diff(kept, photo) > 4  # the colours come back, the strokes stay
+
+    face = largest_face(np.asarray(photo))
+    assert face is not None
+    crop = photo.crop(portrait_box(photo.size, face)).resize((PORTRAIT_SIDE, PORTRAIT_SIDE), Image.Resampling.LANCZOS)
+    portrait = stylizer(photo, StyleOptions(portrait=True))
+    assert portrait.size == (PORTRAIT_SIDE, PORTRAIT_SIDE)
+    assert np.array_equal(np.asarray(portrait), np.asarray(stylizer(crop, StyleOptions())))
+    assert diff(portrait, crop) > 8

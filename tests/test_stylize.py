@@ -117,6 +117,27 @@ def test_max_side_caps_the_work_not_the_output(style: str) -> None:
     assert _diff(capped.resize((100, 60), Image.Resampling.LANCZOS), small) < 4.0
 
 
+def test_a_style_works_at_its_own_working_size_unless_told(weights_dir: Path) -> None:
+    """A style whose metadata records max_side runs at that long side by default; max_side 0 is full size."""
+    from animegan.weights import save_weights
+    from conftest import make_v2_generator
+
+    state = make_v2_generator().state_dict()
+    save_weights(weights_dir / "sized.safetensors", state,
+                 {"architecture": "animeganv2", "kind": "style", "max_side": 100}, dtype=None)
+    save_weights(weights_dir / "unsized.safetensors", state, {"architecture": "animeganv2", "kind": "style"},
+                 dtype=None)
+    src = Image.fromarray(gradient_image(200, 120))
+    default = stylize(src, style="sized")
+    assert default.size == (200, 120)
+    assert np.array_equal(np.asarray(default), np.asarray(stylize(src, style="unsized", max_side=100)))
+    full = stylize(src, style="sized", max_side=0)
+    assert np.array_equal(np.asarray(full), np.asarray(stylize(src, style="unsized")))
+    assert _diff(default, full) > 1.0  # the two sizes really differ
+    assert np.array_equal(np.asarray(stylize(src, style="sized", max_side=150)),
+                          np.asarray(stylize(src, style="unsized", max_side=150)))
+
+
 def test_keep_colors_moves_colour_toward_the_photo(style: str) -> None:
     src = Image.fromarray(gradient_image(64, 64))
     plain = stylize(src, style=style)

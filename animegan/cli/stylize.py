@@ -17,7 +17,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--style", default=None, help="style name, .safetensors or community .pt file (default: first offline style)")
     p.add_argument("--portrait", action="store_true", help="crop the largest face and stylize it at 512x512")
     p.add_argument("--keep-colors", action="store_true", help="keep the photo's colours (Lab statistics)")
-    p.add_argument("--max-side", type=int, default=None, help="cap on the long side for inference (output keeps the input size)")
+    p.add_argument("--max-side", type=int, default=None,
+                   help="cap on the long side for inference (output keeps the input size); "
+                        "default: the style's working size; 0: full size")
     p.add_argument("--tile", type=int, default=1024, help="tile side for large images (0 = never tile)")
     add_device_flags(p)
     p.set_defaults(run=run)

@@ -54,8 +54,9 @@ def build_tab() -> LoadHooks:
             with gr.Accordion("Options", open=False):
                 portrait = gr.Checkbox(label="Portrait: crop the largest face and stylize it at 512x512")
                 keep_colors = gr.Checkbox(label="Keep the photo's colours")
-                max_side = gr.Slider(0, 4096, value=1280, step=64,
-                                     label="Max side for the model (0 = full size; the result keeps the photo's size)")
+                max_side = gr.Slider(0, 4096, value=0, step=64,
+                                     label="Max side for the model (0 = the style's working size, full size if it "
+                                           "has none; the result keeps the photo's size)")
                 weights_file = gr.File(label="Or a weights file (.safetensors / .pt)",
                                        file_types=[".safetensors", ".pt", ".pth"], elem_id="photo-weights")
             run = gr.Button("Stylize", variant="primary", elem_id="photo-run")
