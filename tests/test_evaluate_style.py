@@ -70,6 +70,28 @@ def test_figures_for_style_and_baseline(style: str, tmp_path: Path) -> None:
     assert grid.height > 2 * 96 and grid.width > 6 * 112
 
 
+def test_working_size_and_enlarged_photos(style: str, tmp_path: Path) -> None:
+    """photo_side enlarges the photos first (the baseline is theirs); max_side is the size the style works at."""
+    from animegan import stylize
+
+    photos = _folder(tmp_path / "photos", 4, seed=0)
+    anime = _folder(tmp_path / "anime", 4, seed=100, anime=True)
+    small = evaluate_style(style, photos, anime, device="cpu", photo_side=160, max_side=56)
+    full = evaluate_style(style, photos, anime, device="cpu", photo_side=160, max_side=0)
+    assert (small["max_side"], small["photo_side"], full["max_side"]) == (56, 160, 0)
+    enlarged, styled = tmp_path / "enlarged", tmp_path / "styled"
+    enlarged.mkdir()
+    styled.mkdir()
+    for path in sorted(photos.glob("*.png")):
+        big = Image.open(path).convert("RGB").resize((160, 137), Image.Resampling.BICUBIC)  # 112x96 -> long side 160
+        big.save(enlarged / path.name)
+        stylize(big, style=style, device="cpu", max_side=56).save(styled / path.name)
+    for result in (small, full):
+        assert result["baseline"]["fid"] == pytest.approx(compare(enlarged, anime, device="cpu")["fid"], rel=1e-4)
+    assert small["stylized"]["fid"] == pytest.approx(compare(styled, anime, device="cpu")["fid"], rel=1e-4)
+    assert small["stylized"]["fid"] != pytest.approx(full["stylized"]["fid"], rel=1e-3)
+
+
 def test_shared_figures_reuse_a_baseline_given_them(tmp_path: Path) -> None:
     """style_figures (evaluate_style's and the trainer's): an earlier table's baseline stands in for recomputing it."""
     from animegan.errors import AnimeGANError

@@ -26,9 +26,10 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from animegan.errors import AnimeGANError
-from animegan.images import image_files, to_tensor_range
+from animegan.images import image_files, open_image, to_tensor_range
 from animegan.metrics import INCEPTION_SIZE, FeatureStats, compare, compute_stats
 from animegan.stylize import StyleOptions, get_stylizer
 
@@ -44,15 +45,21 @@ def _tensor(image: Any) -> torch.Tensor:
 @torch.no_grad()
 def evaluate_style(weights: str, photos: str | Path, anime: str | Path, limit: int | None = None,
                    portrait: bool = False, device: str | None = None, samples: str | Path | None = None,
-                   progress: bool = False) -> dict[str, Any]:
-    """The style's figures on ``photos`` against ``anime``, with the untouched-photo baseline."""
+                   progress: bool = False, max_side: int | None = None,
+                   photo_side: int | None = None) -> dict[str, Any]:
+    """The style's figures on ``photos`` against ``anime``, with the untouched-photo baseline.
+
+    ``max_side`` is the working size to stylize at (None: the style's own, 0: full size);
+    ``photo_side`` first scales each photo's long side to that many pixels (bicubic), so that
+    small held-out photos can stand in for the larger ones a working size is chosen for.
+    """
     files = image_files([photos])
     if limit:
         files = files[:limit]
     if len(files) < 2:
         raise AnimeGANError(f"{photos}: need at least 2 held-out photos, found {len(files)}")
     stylizer = get_stylizer(weights, device=device)
-    options = StyleOptions(portrait=portrait)
+    options = StyleOptions(portrait=portrait, max_side=max_side)
     perceptual = Perceptual("inception", device="cpu")
     before, after = [], []
     iterator = files
@@ -61,11 +68,19 @@ def evaluate_style(weights: str, photos: str | Path, anime: str | Path, limit: i
 
         iterator = tqdm(files, unit="photo", desc="stylizing", file=sys.stderr)
     for path in iterator:
-        photo, styled = stylizer.compare(path, options, name=path.name)
+        image: Any = path
+        if photo_side:
+            image = open_image(path).convert("RGB")
+            scale = photo_side / max(image.size)
+            image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
+                                 Image.Resampling.BICUBIC)
+        photo, styled = stylizer.compare(image, options, name=path.name)
         before.append(_tensor(photo))
         after.append(_tensor(styled.resize(photo.size)))
     reference = compute_stats(anime, device, progress=progress)
-    result: dict[str, Any] = {"photos": len(files), "anime": reference.count, "perceptual": perceptual.name}
+    result: dict[str, Any] = {"photos": len(files), "anime": reference.count, "perceptual": perceptual.name,
+                              "max_side": stylizer.working_side if max_side is None else max_side,
+                              "photo_side": photo_side}
     result.update(style_figures(before, after, reference, perceptual, device=device))
     if samples:
         _save_pairs(before[:8], after[:8], Path(samples))
@@ -149,12 +164,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--portrait", action="store_true", help="stylize in portrait mode (face crop at 512)")
     p.add_argument("--device", help="cpu, cuda ... (default: auto)")
     p.add_argument("--samples", help="also write a before/after grid of the first photos here")
+    p.add_argument("--max-side", type=int, help="working size to stylize at (default: the style's own; 0: full size)")
+    p.add_argument("--photo-side", type=int, help="first scale each photo's long side to this (bicubic)")
     p.add_argument("--write-metadata", action="store_true",
                    help="store the figures in the weights' metadata (project .safetensors only)")
     args = p.parse_args(argv)
     try:
         result = evaluate_style(args.weights, args.photos, args.anime, args.limit, args.portrait, args.device,
-                                args.samples, progress=True)
+                                args.samples, progress=True, max_side=args.max_side, photo_side=args.photo_side)
         if args.write_metadata:
             from animegan.weights import load_weights, update_metadata
 
