@@ -696,7 +696,8 @@ class TrainingManager:
 
     # -- export ---------------------------------------------------------------------------
     def export(self, name: str, weights_name: str, overwrite: bool = False) -> Path:
-        """Write the run's newest checkpoint as ``weights/WEIGHTS_NAME.safetensors`` for the app's tabs."""
+        """Write the run's generator as ``weights/WEIGHTS_NAME.safetensors`` for the app's tabs: a style
+        run's best evaluated step when it was evaluated (``checkpoints/best.pt``), else the newest checkpoint."""
         require_training_enabled()
         run = self.path(name)
         weights_name = check_name(weights_name, "weights name")
@@ -706,7 +707,7 @@ class TrainingManager:
             raise AnimeGANError(f"weights {weights_name!r} already exist in {target.parent}: pick another name")
         if kind == "faces":
             return export_faces(run, weights_name)
-        return export_style(run, weights_name)
+        return export_style(run, weights_name, best=RunFolder(run).best_path.is_file())
 
 
 def _frame(rows: list[dict[str, Any]]):

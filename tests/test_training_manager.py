@@ -165,20 +165,25 @@ def test_start_watch_stop_resume_export(manager: TrainingManager, tmp_path: Path
 
 
 def test_style_run_and_export(manager: TrainingManager, tmp_path: Path, weights_dir: Path) -> None:
+    from animegan.runs import RunFolder
     from animegan.weights import project_weights
 
     data = tmp_path / "style"
     _pngs(data / "real_images", 6, size=40, seed=1)
     _pngs(data / "anime_images", 6, size=40, seed=2)
+    held_out = _pngs(tmp_path / "held_out", 3, size=40, seed=3)
     settings = TrainSettings(steps=4, size=32, batch=2, preset="portrait", recipe="v2", sample_every=2,
-                             checkpoint_every=2, log_every=2)
+                             checkpoint_every=2, log_every=2, eval_every=1, eval_photos=str(held_out))
     manager.start("style", data, "style-1", settings)
     done = _wait("the style run to finish", lambda: (s := manager.status("style-1")).state == "finished" and s)
     assert done.kind == "style" and done.step == 4 and done.sample is not None
     assert manager.metrics_long("style-1") and manager.runs() == ["style-1"]
-    manager.export("style-1", "my-style")
+    kids = {r["step"]: r["kid"] for r in RunFolder(manager.path("style-1")).metrics() if "kid" in r}
+    assert sorted(kids) == [1, 2, 3, 4]
+    manager.export("style-1", "my-style")  # an evaluated run gives its best step, not its newest
     meta = project_weights("style")["my-style"]
-    assert meta["preset"] == "portrait" and meta["steps"] == 4
+    assert meta["preset"] == "portrait" and meta["steps"] == min(kids, key=kids.get)
+    assert meta["metrics"]["kid"] == min(kids.values())
 
 
 def test_a_run_stopped_before_its_first_checkpoint_can_be_resumed(manager: TrainingManager, tmp_path: Path) -> None:
