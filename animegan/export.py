@@ -59,8 +59,8 @@ def export_run(run_dir: Path, workdir: Path, name: str | None = None) -> Path:
     except ValueError as exc:
         raise AnimeGANError(f"{config_path}: not valid JSON ({first_line(exc)})") from None
     name = name or re.sub(r"[^\w\-]+", "-", run_dir.resolve().name).strip("-.") or "model"
-    if is_style_run(config):
-        return export_style(run_dir, name, weights_folder=workdir)
+    if is_style_run(config):  # its best evaluated step when it was evaluated, as the Training tab exports
+        return export_style(run_dir, name, weights_folder=workdir, best=None)
     if config.get("arch") in FACE_ARCHS:
         return export_faces(run_dir, name, weights_dir=workdir)
     raise AnimeGANError(f"{run_dir}: not a run of train.animegan or train.faces; export it first")
@@ -74,8 +74,9 @@ def _newest_checkpoint(run: RunFolder) -> dict[str, Any]:
 
 
 def export_style(run_dir: str | Path, name: str, weights_folder: str | Path | None = None,
-                 description: str | None = None, best: bool = False) -> Path:
-    """Write a style run's newest generator (``best``: its best evaluated one) to ``weights/NAME.safetensors``.
+                 description: str | None = None, best: bool | None = False) -> Path:
+    """Write a style run's newest generator (``best``: its best evaluated one; None: that one when the run
+    has it) to ``weights/NAME.safetensors``.
 
     After this the style is listed by ``animegan.weights.available_styles()`` and usable by
     ``animegan.stylize`` and the app. Its metadata counts the steps, images and hours of training,
@@ -84,25 +85,24 @@ def export_style(run_dir: str | Path, name: str, weights_folder: str | Path | No
     name = check_name(name, "style name")  # the one rule for names that become files under weights/
     rf = RunFolder(run_dir)
     config = rf.read_config()
-    if best:
-        state = rf.load_best()
-        if state is None:
+    state = rf.load_best() if best or best is None else None
+    if state is None:
+        if best:
             raise AnimeGANError(f"{rf.path}: no evaluated step to export (train with --eval-every and --eval-photos)")
-    else:
         state = _newest_checkpoint(rf)
     step = int(state["step"])
     architecture = RECIPES.get(config.get("recipe", "v2"), "animeganv2")
     arch_config = asdict(make_config(architecture, config.get("generator") or {}))
     records = [r for r in rf.metrics() if r["step"] <= step]
-    last = records[-1] if records else {}
-    metrics = {k: v for k, v in last.items() if k.startswith("loss_")}
+    logged = [r for r in records if any(k.startswith("loss_") for k in r)]  # an evaluation line may have none
+    metrics = {k: v for k, v in (logged[-1] if logged else {}).items() if k.startswith("loss_")}
     evaluated = [r for r in records if "kid" in r]
     if evaluated:  # the step's own evaluation when it has one, else the latest before it
         metrics.update({k: v for k, v in evaluated[-1].items() if k not in ("time", "images_per_s")
                         and not k.startswith("loss_")})
         metrics["evaluated_step"] = metrics.pop("step")
     prior = config.get("warm_start") or {}
-    images = step * int(config.get("batch", 0)) * int(config.get("world_size", 1))
+    images = int(state.get("images_seen", step * int(config.get("batch", 0)) * int(config.get("world_size", 1))))
     meta = {
         "name": name,
         "kind": "style",
@@ -119,8 +119,8 @@ def export_style(run_dir: str | Path, name: str, weights_folder: str | Path | No
         "recipe": config.get("recipe"),
         "preset": config.get("preset"),
         "perceptual_network": config.get("perceptual_network"),
-        "train_config": {k: config[k] for k in ("size", "batch", "init_steps", "lr_g", "d_every", "gan_loss",
-                                                 "loss_weights") if k in config},
+        "train_config": {k: config[k] for k in ("size", "batch", "init_steps", "pretrain_steps", "lr_g", "d_every",
+                                                 "gan_loss", "loss_weights") if k in config},
         "metrics": metrics,
         "run": str(rf.path),
         "licence": STYLE_LICENCE_NOTE,

@@ -76,6 +76,7 @@ class RunFolder:
         self.discard_partial_files()
         if not resume:
             self.metrics_path.unlink(missing_ok=True)
+            self.best_path.unlink(missing_ok=True)  # an abandoned run's best must not be exported as this one's
             for stale in self.samples_dir.glob("step_*.png"):
                 stale.unlink(missing_ok=True)
         atomic_write_json(self.config_path, config)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import threading
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -40,6 +40,7 @@ class StyleOptions:
     # working size (its metadata's max_side: the size its strokes were trained for; none: full size), 0 full size.
     max_side: int | None = None
     tile: int = 1024  # tile side for large images; 0 = never tile
+    fallback_side: int = 0  # with max_side None, the cap for a style that records no working size (0: none)
 
     def __post_init__(self) -> None:
         # Checked here, where CLI flags and API arguments arrive: a tile of 1 px or a negative cap
@@ -62,7 +63,7 @@ class Stylizer:
             raise AnimeGANError(f"{weights.source}: holds a {weights.kind} model, not a photo-to-anime style")
         self.name = str(style) if style is not None else weights.metadata.get("name", "style")
         self.metadata = weights.metadata
-        self.working_side = int(self.metadata.get("max_side") or 0)
+        self.working_side = working_side(self.metadata)
         self.device = device_policy.pick_device(device)
         self.dtype = device_policy.inference_dtype(self.device, half)
         self.model = device_policy.prepare(build_from_weights(weights), self.device, self.dtype)
@@ -176,7 +177,7 @@ class Stylizer:
                 rgb = rgb.crop(box).resize((PORTRAIT_SIDE, PORTRAIT_SIDE), Image.Resampling.LANCZOS)
                 alpha = alpha.crop(box).resize(rgb.size, Image.Resampling.LANCZOS) if alpha is not None else None
         work = rgb
-        cap = self.working_side if options.max_side is None else int(options.max_side)
+        cap = (self.working_side or options.fallback_side) if options.max_side is None else int(options.max_side)
         if cap and max(rgb.size) > cap:
             scale = cap / max(rgb.size)
             size = (max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale)))
@@ -197,6 +198,18 @@ class _Job:
         if options.keep_colors:
             result = Image.fromarray(match_colors(np.asarray(result), np.asarray(self.source)))
         return finish_image(result, self.alpha)
+
+
+def working_side(metadata: dict[str, Any]) -> int:
+    """The long side a style's strokes were trained for (its metadata's ``max_side``), 0 when it records none.
+
+    Metadata comes from any file or Hub repo: a value that is not a size of at least 16 is ignored.
+    """
+    try:
+        side = int(metadata.get("max_side") or 0)
+    except (TypeError, ValueError):
+        return 0
+    return side if side >= 16 else 0
 
 
 @functools.lru_cache(maxsize=4)

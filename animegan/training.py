@@ -707,7 +707,7 @@ class TrainingManager:
             raise AnimeGANError(f"weights {weights_name!r} already exist in {target.parent}: pick another name")
         if kind == "faces":
             return export_faces(run, weights_name)
-        return export_style(run, weights_name, best=RunFolder(run).best_path.is_file())
+        return export_style(run, weights_name, best=None)  # the best evaluated step when there is one
 
 
 def _frame(rows: list[dict[str, Any]]):

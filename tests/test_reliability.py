@@ -34,7 +34,8 @@ from animegan.stylize import StyleOptions
 from conftest import REPO, free_port, gradient_image, make_v2_generator
 
 CASE_TIMEOUT_S = 60.0  # far above any case's real time (< 2 s): only a hang gets near it
-APP_OPTIONS = StyleOptions(max_side=1280)  # the Photo tab's default, as a visitor would send
+# The Photo tab's default, as a visitor would send it: the style's working size, or the tab's cap
+APP_OPTIONS = StyleOptions(max_side=None, fallback_side=1280)
 
 
 # ----------------------------------------------------------------------------------------

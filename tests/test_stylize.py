@@ -136,6 +136,18 @@ def test_a_style_works_at_its_own_working_size_unless_told(weights_dir: Path) ->
     assert _diff(default, full) > 1.0  # the two sizes really differ
     assert np.array_equal(np.asarray(stylize(src, style="sized", max_side=150)),
                           np.asarray(stylize(src, style="unsized", max_side=150)))
+    # The Photo tab's fallback caps only a style that records no working size.
+    from animegan.stylize import StyleOptions, get_stylizer
+
+    tab = StyleOptions(fallback_side=150)
+    assert np.array_equal(np.asarray(get_stylizer("unsized")(src, tab)),
+                          np.asarray(stylize(src, style="unsized", max_side=150)))
+    assert np.array_equal(np.asarray(get_stylizer("sized")(src, tab)), np.asarray(default))
+    # A nonsensical recorded size (weights from elsewhere) is ignored, not a traceback.
+    for bad in ("big", -5, 3):
+        save_weights(weights_dir / "odd.safetensors", state, {"architecture": "animeganv2", "kind": "style",
+                                                              "max_side": bad}, dtype=None)
+        assert np.array_equal(np.asarray(stylize(src, style="odd")), np.asarray(stylize(src, style="unsized")))
 
 
 def test_keep_colors_moves_colour_toward_the_photo(style: str) -> None:

@@ -310,10 +310,16 @@ def test_the_best_evaluated_step_is_kept_and_exported(dataset: Path, held_out: P
         assert torch.equal(loaded.state_dict[k], v.half()), k
     newest = load_weights(export_style(rf.path, "newest", weights_folder=tmp_path / "w"))
     assert newest.metadata["steps"] == 5 and newest.metadata["metrics"]["evaluated_step"] == 5
-    bare = StyleTrainer(_config(dataset, steps=1), tmp_path / "bare", quiet=True)
+    # A fresh run in a folder whose earlier run evaluated but never checkpointed drops that run's best.
+    for ckpt in rf.checkpoints():
+        ckpt.unlink()
+    bare = StyleTrainer(_config(dataset, steps=1), tmp_path / "run", quiet=True)
     bare.run()
+    assert not rf.best_path.exists()
     with pytest.raises(AnimeGANError, match="no evaluated step"):
-        export_style(tmp_path / "bare", "x", weights_folder=tmp_path / "w", best=True)
+        export_style(tmp_path / "run", "x", weights_folder=tmp_path / "w", best=True)
+    assert load_weights(export_style(tmp_path / "run", "x", weights_folder=tmp_path / "w", best=None)).metadata[
+        "steps"] == 1  # best=None: the best step when there is one, else the newest
 
 
 def test_init_from_continues_a_style_in_a_new_run(dataset: Path, tmp_path: Path,
@@ -343,6 +349,10 @@ def test_init_from_continues_a_style_in_a_new_run(dataset: Path, tmp_path: Path,
     again = StyleTrainer(_config(dataset, steps=3, init_steps=5, init_from=str(shipped)), tmp_path / "second",
                          resume=True, quiet=True)
     assert again.run() == "finished" and again.step == 3
+    # ... and still counts the history it started from (config.json is rewritten at each start)
+    meta = load_weights(export_style(tmp_path / "second", "resumed", weights_folder=tmp_path / "w")).metadata
+    assert meta["steps"] == 6 and meta["images_seen"] == 6 * SMALL["batch"] and meta["warm_start"] == str(shipped)
+    assert meta["train_config"]["pretrain_steps"] == 0
 
     base = ["--data", str(dataset), "--out", str(tmp_path / "r"), "--steps", "2", "--quiet",
             "--config", json.dumps(SMALL)]
@@ -378,6 +388,11 @@ def test_evaluation_settings_are_checked_at_start(dataset: Path, held_out: Path,
     assert not (tmp_path / "r").exists()  # nothing started
     assert main([*base, "--eval-every", "-1", "--eval-photos", str(held_out)]) == 2
     assert "eval_every must be 0" in capsys.readouterr().err
+    assert main([*base, "--export", "x", "--best"]) == 2  # nothing would be evaluated: refused now, not after
+    assert "this run is not evaluated" in capsys.readouterr().err
+    assert main([*base, "--best", "--eval-every", "1", "--eval-photos", str(held_out)]) == 2
+    assert "give --export NAME too" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
 
 
 def test_sigterm_checkpoints_and_stops(dataset: Path, tmp_path: Path) -> None:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import math
 import signal
 import sys
 import time
@@ -194,9 +195,17 @@ class StyleTrainer:
 
         torch.manual_seed(cfg.seed)  # same initial weights on every rank
         self.generator = build_model(cfg.architecture, cfg.generator).to(self.device, memory_format=fmt)
-        self.prior: dict[str, Any] = {}  # the warm start's weights and their training (steps, images, hours)
+        # The warm start's weights and their training (steps, images, hours); a resumed run keeps the
+        # record its config.json has (config.json is rewritten at each start).
+        self.prior: dict[str, Any] = {}
+        saved = self.run_folder.read_config() if resume and self.run_folder.config_path.is_file() else {}
         if cfg.init_from and not (resume and self.run_folder.checkpoints()):
             self.prior = warm_start(self.generator, cfg)
+        elif isinstance(saved.get("warm_start"), dict):
+            self.prior = saved["warm_start"]
+        # The best step is judged on one set of held-out photos: another set starts the judging again.
+        self._eval_set_changed = bool(saved) and (saved.get("eval_photos"), saved.get("eval_limit")) != (
+            cfg.eval_photos, cfg.eval_limit)
         self.discriminator = build_model("patch_discriminator", cfg.discriminator).to(self.device, memory_format=fmt)
         self.perceptual = Perceptual(cfg.perceptual, self.device, cfg.perceptual_min_side, cfg.inception_layer,
                                      cfg.perceptual_scale or None).to(memory_format=fmt)
@@ -213,6 +222,7 @@ class StyleTrainer:
             self.d_train = DDP(self.discriminator, device_ids=ids)
         self.step = 0
         self.trained_s = 0.0  # wall-clock seconds of this run's steps and evaluations, across resumes
+        self.images_seen = 0  # this run's training images over all processes, across resumes
         self.best_kid = float("inf")
         self.last_d: dict[str, float] = {}
         # Only the main process evaluates: it reads the held-out photos now (unreadable ones fail here),
@@ -236,7 +246,7 @@ class StyleTrainer:
     def state_dict(self) -> dict[str, Any]:
         return {"generator": self.generator.state_dict(), "discriminator": self.discriminator.state_dict(),
                 "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(), "rng": rng_state(),
-                "last_d": dict(self.last_d), "trained_s": self.trained_s}
+                "last_d": dict(self.last_d), "trained_s": self.trained_s, "images_seen": self.images_seen}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.generator.load_state_dict(state["generator"])
@@ -246,6 +256,7 @@ class StyleTrainer:
         set_rng_state(state["rng"])
         self.last_d = dict(state.get("last_d", {}))
         self.trained_s = float(state.get("trained_s", 0.0))
+        self.images_seen = int(state.get("images_seen", int(state["step"]) * self.cfg.batch * self.dist.world_size))
         self.step = int(state["step"])
 
     # -- one step -----------------------------------------------------------------------
@@ -406,10 +417,11 @@ class StyleTrainer:
             self.generator.train(was_training)
         return out
 
-    def keep_best(self, figures: dict[str, float]) -> None:
+    def keep_best(self, figures: dict[str, float], trained_s: float) -> None:
         """Keep the generator of this step as the run's best (the export of a campaign), with its figures."""
         names = ("fid", "kid", "content", "baseline_fid", "baseline_kid", "content_unrelated")
-        self.run_folder.save_best(self.step, {"generator": self.generator.state_dict(), "trained_s": self.trained_s,
+        self.run_folder.save_best(self.step, {"generator": self.generator.state_dict(), "trained_s": trained_s,
+                                              "images_seen": self.images_seen,
                                               "figures": {k: float(figures[k]) for k in names}})
 
     def save_checkpoint(self) -> None:
@@ -431,7 +443,9 @@ class StyleTrainer:
                 rf.truncate_metrics(self.step)  # those lines are redone
                 # From the kept lines: a best.pt of a later step (a crash before its checkpoint) is
                 # redone identically and replaced then.
-                self.best_kid = min((r["kid"] for r in rf.metrics() if "kid" in r), default=float("inf"))
+                kids = [r["kid"] for r in rf.metrics() if isinstance(r.get("kid"), (int, float))]
+                finite = [k for k in kids if math.isfinite(k)]
+                self.best_kid = float("inf") if self._eval_set_changed else min(finite, default=float("inf"))
                 if not self.quiet:
                     print(f"resumed {rf.path} at step {self.step}", flush=True)
         handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)} if threading_main() else {}
@@ -464,6 +478,7 @@ class StyleTrainer:
                 values = self.train_step(self.step, batch)
                 self.step += 1
                 images += cfg.batch * self.dist.world_size
+                self.images_seen += cfg.batch * self.dist.world_size
                 if progress is not None:
                     progress.update(1)
                 last = self.step == cfg.steps
@@ -480,9 +495,9 @@ class StyleTrainer:
                     started = time.time()
                     if main:
                         record.update(self.evaluate())
-                        if record["kid"] < self.best_kid:
+                        if record["kid"] < self.best_kid:  # NaN never is
                             self.best_kid = record["kid"]
-                            self.keep_best(record)
+                            self.keep_best(record, self.trained_s + time.time() - step_started)
                     distributed.barrier(self.dist)  # the other ranks wait for the main one's evaluation
                     t0 += time.time() - started  # images/s counts training time only
                     if progress is not None:
@@ -530,6 +545,7 @@ class StyleTrainer:
         record["data_description"] = self.data.describe()
         record["world_size"] = self.dist.world_size
         record["precision"] = self.precision.describe()
+        record["pretrain_steps"] = self.cfg.pretrain_steps
         if self.prior:
             record["warm_start"] = self.prior
         return record
@@ -552,12 +568,20 @@ def warm_start(generator: nn.Module, cfg: StyleTrainConfig) -> dict[str, Any]:
     try:
         generator.load_state_dict({k: v.float() for k, v in loaded.state_dict.items()})
     except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0][:200]
-        raise AnimeGANError(f"{cfg.init_from}: its generator does not fit this run's config ({first}); "
+        lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+        detail = (lines[1] if len(lines) > 1 else lines[0] if lines else "")[:200]  # [0] only names the class
+        raise AnimeGANError(f"{cfg.init_from}: its generator does not fit this run's config ({detail}); "
                             f"its config is {loaded.metadata.get('config')}") from None
     meta = loaded.metadata
-    return {"weights": str(cfg.init_from), "steps": int(meta.get("steps") or 0),
-            "images": int(meta.get("images_seen") or 0), "hours": float(meta.get("train_hours") or 0.0)}
+
+    def number(key: str, kind: type) -> Any:
+        try:
+            return max(kind(meta.get(key) or 0), 0)
+        except (TypeError, ValueError):  # weights from elsewhere may carry anything here
+            return kind(0)
+
+    return {"weights": str(cfg.init_from), "steps": number("steps", int), "images": number("images_seen", int),
+            "hours": number("train_hours", float)}
 
 
 def eval_photo_files(cfg: StyleTrainConfig) -> list[Path]:
@@ -687,6 +711,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.export:  # refuse a bad name now, not after the whole run
             check_name(args.export, "style name")
         cfg = config_from_args(args)
+        if args.best and not args.export:
+            raise AnimeGANError("--best chooses which step --export NAME writes: give --export NAME too")
+        if args.best and not cfg.eval_every and not RunFolder(args.out).best_path.is_file():
+            raise AnimeGANError("--best exports the best evaluated step, and this run is not evaluated: "
+                                "add --eval-every N --eval-photos DIR")
         dist = distributed.setup(None if cfg.device == "auto" else cfg.device)
         trainer = StyleTrainer(cfg, args.out, resume=args.resume, dist=dist, quiet=args.quiet or not dist.is_main)
         if dist.is_main and cfg.pretrain_steps >= cfg.steps:

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from animegan.errors import AnimeGANError
-from animegan.images import image_files, open_image, to_tensor_range
+from animegan.images import image_files, prepare_image, to_tensor_range
 from animegan.metrics import INCEPTION_SIZE, FeatureStats, compare, compute_stats
 from animegan.stylize import StyleOptions, get_stylizer
 
@@ -53,6 +53,8 @@ def evaluate_style(weights: str, photos: str | Path, anime: str | Path, limit: i
     ``photo_side`` first scales each photo's long side to that many pixels (bicubic), so that
     small held-out photos can stand in for the larger ones a working size is chosen for.
     """
+    if photo_side is not None and photo_side < 16:
+        raise AnimeGANError(f"photo side must be at least 16 pixels (got {photo_side})")
     files = image_files([photos])
     if limit:
         files = files[:limit]
@@ -70,7 +72,7 @@ def evaluate_style(weights: str, photos: str | Path, anime: str | Path, limit: i
     for path in iterator:
         image: Any = path
         if photo_side:
-            image = open_image(path).convert("RGB")
+            image = prepare_image(path).rgb
             scale = photo_side / max(image.size)
             image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
                                  Image.Resampling.BICUBIC)

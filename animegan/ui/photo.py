@@ -15,6 +15,8 @@ from ..spaces_gpu import gpu
 from .common import (MODEL_EVENT, LoadHooks, checked_style, no_offline_style_note, output_dir, refresh_styles,
                      style_menu, time_limited, upload_path, user_errors)
 
+# The Photo tab's cap for styles that record no working size: a large upload stays quick on a CPU Space.
+FALLBACK_SIDE = 1280
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"
 
 
@@ -34,7 +36,8 @@ def run_photo(photo: Any, style: str | None, weights_file: Any, portrait: bool, 
     progress(0.1, desc="loading the style")
     stylizer = get_stylizer(chosen)
     progress(0.3, desc="stylizing")
-    options = StyleOptions(portrait=bool(portrait), keep_colors=bool(keep_colors), max_side=int(max_side or 0) or None)
+    options = StyleOptions(portrait=bool(portrait), keep_colors=bool(keep_colors), max_side=int(max_side or 0) or None,
+                           fallback_side=FALLBACK_SIDE)
     notes: list[str] = []
     before, after = stylizer.compare(path, options, name=Path(path).name, notes=notes)
     for note in notes:
@@ -55,8 +58,8 @@ def build_tab() -> LoadHooks:
                 portrait = gr.Checkbox(label="Portrait: crop the largest face and stylize it at 512x512")
                 keep_colors = gr.Checkbox(label="Keep the photo's colours")
                 max_side = gr.Slider(0, 4096, value=0, step=64,
-                                     label="Max side for the model (0 = the style's working size, full size if it "
-                                           "has none; the result keeps the photo's size)")
+                                     label=f"Max side for the model (0 = the style's working size, {FALLBACK_SIDE} "
+                                           "for styles that record none; the result keeps the photo's size)")
                 weights_file = gr.File(label="Or a weights file (.safetensors / .pt)",
                                        file_types=[".safetensors", ".pt", ".pth"], elem_id="photo-weights")
             run = gr.Button("Stylize", variant="primary", elem_id="photo-run")
