@@ -147,14 +147,24 @@ def _style_distance(images: Sequence[torch.Tensor], reference: FeatureStats,
     return {"fid": figures["fid"], "kid": figures["kid"], "kid_std": figures["kid_std"]}
 
 
-def _save_pairs(before: list[torch.Tensor], after: list[torch.Tensor], path: Path) -> None:
-    """Two rows: the photos, then their stylizations (all at the first photo's size)."""
+def _save_pairs(before: list[torch.Tensor], after: list[torch.Tensor], path: Path, height: int = 256,
+                gap: int = 4) -> None:
+    """Two rows on white: the photos, then their stylizations, each scaled to ``height`` pixels high."""
     from animegan.batch import save_image
-    from animegan.faces import make_grid, to_pil_images
+    from animegan.faces import to_pil_images
 
-    size = before[0].shape[-2:]
-    pick = [torch.nn.functional.interpolate(x, size=size, mode="bilinear", align_corners=False) for x in before + after]
-    save_image(make_grid(to_pil_images(torch.cat(pick)), cols=len(before)), path)
+    def scaled(x: torch.Tensor) -> Image.Image:
+        image = to_pil_images(x)[0]
+        return image.resize((max(1, round(image.width * height / image.height)), height), Image.Resampling.LANCZOS)
+
+    pairs = [(scaled(a), scaled(b)) for a, b in zip(before, after)]
+    canvas = Image.new("RGB", (sum(a.width for a, _ in pairs) + gap * (len(pairs) - 1), 2 * height + gap), "white")
+    x = 0
+    for top, bottom in pairs:
+        canvas.paste(top, (x, 0))
+        canvas.paste(bottom, (x, height + gap))
+        x += top.width + gap
+    save_image(canvas, path)
 
 
 def main(argv: list[str] | None = None) -> int:
