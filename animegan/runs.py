@@ -161,19 +161,14 @@ class RunFolder:
         checkpoint, counted against ``keep_checkpoints`` or handed to an export.
         """
         for path in reversed(self.checkpoints()):
-            try:
-                state = torch.load(path, map_location=map_location, weights_only=True)
-                if not isinstance(state, dict) or "step" not in state:
-                    raise ValueError("not a checkpoint of this trainer (no step)")
+            state = _read_state(path, map_location, "checkpoint")
+            if state is not None:
                 return state
-            except Exception as exc:  # a damaged file must not stop the resume
-                reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-                print(f"warning: skipping unreadable checkpoint {path.name}: {reason}", flush=True)
-                if set_aside_damaged:
-                    try:
-                        path.replace(path.with_name(path.name + ".damaged"))
-                    except OSError:
-                        pass
+            if set_aside_damaged:
+                try:
+                    path.replace(path.with_name(path.name + ".damaged"))
+                except OSError:
+                    pass
         return None
 
     @property
@@ -191,17 +186,7 @@ class RunFolder:
 
     def load_best(self, map_location: str | torch.device = "cpu") -> dict[str, Any] | None:
         """The best evaluated step's state, or None when there is none (or it cannot be read: reported)."""
-        if not self.best_path.is_file():
-            return None
-        try:
-            state = torch.load(self.best_path, map_location=map_location, weights_only=True)
-            if not isinstance(state, dict) or "step" not in state:
-                raise ValueError("not a best-step file of this trainer (no step)")
-            return state
-        except Exception as exc:
-            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-            print(f"warning: skipping unreadable {self.best_path.name}: {reason}", flush=True)
-            return None
+        return _read_state(self.best_path, map_location, "best-step file") if self.best_path.is_file() else None
 
     # -- status -------------------------------------------------------------------------
     def write_status(self, state: str, **extra: Any) -> None:
@@ -212,6 +197,19 @@ class RunFolder:
             return json.loads(self.status_path.read_text())
         except (OSError, ValueError):
             return {}
+
+
+def _read_state(path: Path, map_location: str | torch.device, what: str) -> dict[str, Any] | None:
+    """A trainer's saved state (tensors and numbers only), or None with a warning when it cannot be read."""
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+        if not isinstance(state, dict) or "step" not in state:
+            raise ValueError(f"not a {what} of this trainer (no step)")
+        return state
+    except Exception as exc:  # a damaged file must not stop a resume or an export
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        print(f"warning: skipping unreadable {what} {path.name}: {reason}", flush=True)
+        return None
 
 
 def read_metrics(path: str | os.PathLike[str]) -> list[dict[str, Any]]:

@@ -49,7 +49,8 @@ from animegan.names import check_name
 from animegan.runs import RunFolder
 
 from . import distributed
-from .common import GracefulStop, image_rows_grid, read_config_arg, rng_state, set_rng_state, step_generator
+from .common import (GracefulStop, image_rows_grid, load_generator_weights, read_config_arg, rng_state, set_rng_state,
+                     step_generator)
 from .losses import (GAN_LOSSES, PRESETS, color_loss, content_loss, d_adv_loss, domain_loss, g_adv_loss,
                      gray_style_loss, preset_weights, region_smoothing_loss, revision_target, style_loss,
                      superpixel_average, tv_loss)
@@ -377,7 +378,7 @@ class StyleTrainer:
         """
         from animegan.metrics import compute_stats
 
-        from .evaluate_style import style_figures
+        from .evaluate_style import flat_figures, style_figures
 
         ev = self._eval
         rng = rng_state()
@@ -391,9 +392,7 @@ class StyleTrainer:
         finally:
             set_rng_state(rng)
         ev.setdefault("baseline", table)
-        return {"fid": table["stylized"]["fid"], "kid": table["stylized"]["kid"],
-                "content": table["stylized"]["content"], "baseline_fid": table["baseline"]["fid"],
-                "baseline_kid": table["baseline"]["kid"], "content_unrelated": table["content_unrelated"]}
+        return flat_figures(table)
 
     @torch.no_grad()
     def stylize_eval_photos(self, batch: int = 4) -> list[torch.Tensor]:
@@ -419,10 +418,11 @@ class StyleTrainer:
 
     def keep_best(self, figures: dict[str, float], trained_s: float) -> None:
         """Keep the generator of this step as the run's best (the export of a campaign), with its figures."""
-        names = ("fid", "kid", "content", "baseline_fid", "baseline_kid", "content_unrelated")
+        from .evaluate_style import FIGURES
+
         self.run_folder.save_best(self.step, {"generator": self.generator.state_dict(), "trained_s": trained_s,
                                               "images_seen": self.images_seen,
-                                              "figures": {k: float(figures[k]) for k in names}})
+                                              "figures": {k: float(figures[k]) for k in FIGURES}})
 
     def save_checkpoint(self) -> None:
         if self.dist.is_main:
@@ -557,22 +557,8 @@ def warm_start(generator: nn.Module, cfg: StyleTrainConfig) -> dict[str, Any]:
     The file must hold the generator this config builds (recipe and ``generator`` settings); the
     discriminator and optimisers start afresh.
     """
-    from animegan.weights import load_weights
-
-    loaded = load_weights(cfg.init_from, kind="style")
-    if loaded.kind != "style":
-        raise AnimeGANError(f"{cfg.init_from}: holds a {loaded.kind} model, not a photo-to-anime style")
-    if loaded.architecture != cfg.architecture:
-        raise AnimeGANError(f"{cfg.init_from}: a {loaded.architecture} generator, but the {cfg.recipe} recipe "
-                            f"trains {cfg.architecture}")
-    try:
-        generator.load_state_dict({k: v.float() for k, v in loaded.state_dict.items()})
-    except RuntimeError as exc:
-        lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
-        detail = (lines[1] if len(lines) > 1 else lines[0] if lines else "")[:200]  # [0] only names the class
-        raise AnimeGANError(f"{cfg.init_from}: its generator does not fit this run's config ({detail}); "
-                            f"its config is {loaded.metadata.get('config')}") from None
-    meta = loaded.metadata
+    meta = load_generator_weights(generator, cfg.init_from, "style", "a photo-to-anime style",
+                                  architecture=(cfg.architecture, f"the {cfg.recipe} recipe")).metadata
 
     def number(key: str, kind: type) -> Any:
         try:

@@ -93,3 +93,30 @@ class GracefulStop:
 
     def _handle(self, signum: int, frame: Any) -> None:
         self.requested = True
+
+
+def load_generator_weights(generator: torch.nn.Module, weights: str, kind: str, what: str,
+                           architecture: tuple[str, str] | None = None) -> Any:
+    """Load a weights file of ``kind`` ("style" or "faces") into ``generator`` for a warm start.
+
+    ``architecture`` is (the architecture the run trains, what makes it so), checked first.
+    Returns the ``LoadedWeights`` (its metadata says how it was trained); any mismatch is one
+    line naming the file: another kind of model, another architecture, or a generator this run's
+    config does not build.
+    """
+    from animegan.weights import load_weights
+
+    loaded = load_weights(weights, kind=kind)
+    if loaded.kind != kind:
+        raise AnimeGANError(f"{weights}: holds a {loaded.kind} model, not {what}")
+    if architecture is not None and loaded.architecture != architecture[0]:
+        raise AnimeGANError(f"{weights}: a {loaded.architecture} generator, but {architecture[1]} trains "
+                            f"{architecture[0]}")
+    try:
+        generator.load_state_dict(loaded.state_dict)  # copied into the run's fp32 tensors, whatever the file's dtype
+    except RuntimeError as exc:
+        lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+        detail = (lines[1] if len(lines) > 1 else lines[0] if lines else "")[:200]  # [0] only names the class
+        raise AnimeGANError(f"{weights}: its generator does not fit this run's config ({detail}); "
+                            f"its config is {loaded.metadata.get('config')}") from None
+    return loaded

@@ -89,6 +89,17 @@ def evaluate_style(weights: str, photos: str | Path, anime: str | Path, limit: i
     return result
 
 
+# One evaluation as a flat record (metrics.jsonl, best.pt): the style's figures, then the untouched photos'.
+FIGURES = ("fid", "kid", "content", "baseline_fid", "baseline_kid", "content_unrelated")
+
+
+def flat_figures(table: dict[str, Any]) -> dict[str, float]:
+    """``style_figures``' table as the flat record of ``FIGURES``."""
+    return {"fid": table["stylized"]["fid"], "kid": table["stylized"]["kid"], "content": table["stylized"]["content"],
+            "baseline_fid": table["baseline"]["fid"], "baseline_kid": table["baseline"]["kid"],
+            "content_unrelated": table["content_unrelated"]}
+
+
 @torch.no_grad()
 def style_figures(before: Sequence[torch.Tensor], after: Sequence[torch.Tensor], reference: FeatureStats,
                   perceptual: Perceptual, device: str | torch.device | None = None,

@@ -38,7 +38,7 @@ from animegan.runs import RunFolder, RunFolderInUse
 
 from . import distributed
 from . import splits
-from .common import GracefulStop, read_config_arg, step_generator
+from .common import GracefulStop, load_generator_weights, read_config_arg, step_generator
 from .data import ImageFolderDataset, augment, list_images, report_skipped
 from .diffaugment import diff_augment, parse_policy
 from .losses import d_fake_loss, d_real_loss, g_adv_loss
@@ -139,16 +139,7 @@ def warm_start(G: nn.Module, G_ema: nn.Module | None, weights: str) -> None:
     The file must hold the same generator the config builds (same size, widths, latent size);
     the discriminator and the optimisers start afresh.
     """
-    from animegan.weights import load_weights
-
-    loaded = load_weights(weights, kind="faces")
-    if loaded.kind != "faces":
-        raise AnimeGANError(f"{weights}: holds a {loaded.kind} model, not a face generator")
-    try:
-        G.load_state_dict(loaded.state_dict)
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0][:200]
-        raise AnimeGANError(f"{weights}: its generator does not fit this run's config ({first})") from None
+    load_generator_weights(G, weights, "faces", "a face generator")
     if G_ema is not None:
         G_ema.load_state_dict(G.state_dict())
 
