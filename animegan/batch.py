@@ -80,7 +80,7 @@ def stylize_files(inputs: Sequence[str | os.PathLike[str]], output: str | os.Pat
     ``half=False`` runs the network in float32 where the policy would use bfloat16 or float16.
     """
     output = Path(output)
-    stylizer = get_stylizer(style, device, half)  # a bad style fails here, once, not per file
+    stylizer = get_stylizer(style, device, half, portrait=portrait)  # a bad style fails here, once, not per file
     options = StyleOptions(portrait=portrait, keep_colors=keep_colors, max_side=max_side, tile=tile)
     jobs: list[tuple[Path, Path | None]] = []
     report = BatchReport()

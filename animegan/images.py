@@ -1,13 +1,15 @@
 """Reading user images safely: any mode, EXIF orientation, alpha kept aside, size limits."""
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
+import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
+from typing import Iterator, Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -89,7 +91,7 @@ def open_image(source: ImageInput, name: str | None = None) -> Image.Image:
     elif not source:
         raise AnimeGANError(f"{label}: empty file")
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _pil_guard_at_least(max_pixels()):
             # Our own pixel check below runs before any decoding, so PIL's softer warning is not
             # needed; its hard DecompressionBombError (twice its limit) still stops a bomb in open().
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -110,6 +112,28 @@ def open_image(source: ImageInput, name: str | None = None) -> Image.Image:
     except Exception as exc:  # PIL's decoders raise OSError, SyntaxError, struct.error, IndexError ... on hostile files
         raise AnimeGANError(f"{label}: truncated or damaged image ({_first_line(exc)})") from None
     return image
+
+
+_PIL_GUARD_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _pil_guard_at_least(pixels: int) -> Iterator[None]:
+    """PIL's own bomb guard raised, while one image opens, to a limit set above it.
+
+    PIL refuses anything over twice its ``MAX_IMAGE_PIXELS`` (about 179 MP) in ``open()``, before our
+    check; without this, ``ANIMEGAN_MAX_PIXELS`` could not go past that. Our limit still applies first.
+    """
+    if Image.MAX_IMAGE_PIXELS is None or 2 * Image.MAX_IMAGE_PIXELS >= pixels:
+        yield
+        return
+    with _PIL_GUARD_LOCK:
+        saved = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = pixels
+        try:
+            yield
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
 
 
 def _first_line(exc: BaseException) -> str:
@@ -184,7 +208,8 @@ def _upright_rgb(image: Image.Image) -> tuple[Image.Image, Image.Image | None]:
         mode = image.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         a = np.asarray(image, dtype=np.int64)
-        peak = 65535 if a.max(initial=0) > 255 else 255
+        # A 16-bit file is 16-bit even when dark; only 32-bit "I" (no depth of its own) is guessed from its values.
+        peak = 65535 if mode != "I" or a.max(initial=0) > 255 else 255
         image = Image.fromarray((np.clip(a, 0, peak) * (255.0 / peak) + 0.5).astype(np.uint8), "L")
     elif mode == "F":
         a = np.nan_to_num(np.asarray(image, dtype=np.float32))

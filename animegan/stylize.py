@@ -219,9 +219,12 @@ def _cached_stylizer(style: str, identity_key: str, device: str | None, half: bo
 
 
 def get_stylizer(style: str | None = None, device: str | None = None, half: bool | None = None,
-                 compile_mode: str | None = None) -> Stylizer:
-    """A cached ``Stylizer``: weights load once per style and device, and again if the file changes."""
-    name = str(style) if style is not None else default_style()
+                 compile_mode: str | None = None, *, portrait: bool = False) -> Stylizer:
+    """A cached ``Stylizer``: weights load once per style and device, and again if the file changes.
+
+    With no ``style``, the default style for the mode (``portrait``: the portrait style, if one is shipped).
+    """
+    name = str(style) if style is not None else default_style(portrait)
     if half is None and device_policy.full_precision_forced():
         half = False  # keyed on what the environment asks now, not on what it asked when cached
     return _cached_stylizer(name, identity(name), None if device is None else str(device), half, compile_mode)
@@ -232,8 +235,8 @@ def stylize(image: ImageInput, style: str | None = None, *, portrait: bool = Fal
     """Stylize one image (path, PIL image, array or bytes) and return a PIL image.
 
     ``style`` is a style name, a ``.safetensors`` file or a community ``.pt`` file; ``None``
-    means the default style. The output has the input's size, or 512x512 in portrait mode
-    when a face is found, and keeps the input's alpha channel.
+    means the default style (in portrait mode, the portrait style). The output has the input's size,
+    or 512x512 in portrait mode when a face is found, and keeps the input's alpha channel.
     """
     options = StyleOptions(portrait=portrait, keep_colors=keep_colors, max_side=max_side, tile=tile)
-    return get_stylizer(style, device)(image, options)
+    return get_stylizer(style, device, portrait=portrait)(image, options)

@@ -524,7 +524,7 @@ def stylize_video(input_path: str | os.PathLike[str], output_path: str | os.Path
             if crop is None:
                 warnings.append(f"{source.name}: no face found at the start; the whole frame was stylized")
         plan = plan_geometry(info.width, info.height, crop, max_side or None, keep_size)
-        model = stylizer or get_stylizer(style, device, half, compile_mode=compile_mode)
+        model = stylizer or get_stylizer(style, device, half, compile_mode=compile_mode, portrait=portrait)
         with atomic_path(out_path) as tmp:
             video_tmp = tmp.with_name(tmp.name + ".video.mp4")
             try:

@@ -83,6 +83,9 @@ def cache_dir() -> Path:
 # ----------------------------------------------------------------------------------------
 # Listing
 # ----------------------------------------------------------------------------------------
+PORTRAIT_PRESET = "portrait"  # a project style trained with this preset is portrait mode's default
+
+
 def project_weights(kind: str | None = None) -> dict[str, dict[str, Any]]:
     """name -> metadata for every readable project weights file (optionally of one kind)."""
     found: dict[str, dict[str, Any]] = {}
@@ -96,8 +99,9 @@ def project_weights(kind: str | None = None) -> dict[str, dict[str, Any]]:
             continue  # an unreadable file is reported when someone asks for it by name
         if kind is None or meta.get("kind") == kind:
             found[path.stem] = meta
-    # Shipped styles first (their metadata may give an order), then alphabetical.
-    return dict(sorted(found.items(), key=lambda kv: (kv[1].get("order", 100), kv[0])))
+    # By the order their metadata may give, then general styles before portrait ones, then by name.
+    return dict(sorted(found.items(), key=lambda kv: (kv[1].get("order", 100),
+                                                      kv[1].get("preset") == PORTRAIT_PRESET, kv[0])))
 
 
 def available_styles() -> list[str]:
@@ -111,12 +115,32 @@ def offline_styles() -> list[str]:
     return [*project_weights("style"), *cached]
 
 
-def default_style() -> str:
-    """The style used when none is named: the first one available offline."""
+def default_style(portrait: bool = False) -> str:
+    """The style used when none is named: the first offline style made for the mode.
+
+    In portrait mode that is the first project style trained with the portrait preset, otherwise the
+    first style that was not; when the mode has none of its own, the first offline style.
+    """
     styles = offline_styles()
     if not styles:
         raise AnimeGANError(no_styles_message())
+    project = project_weights("style")
+    for name in styles:
+        if (project.get(name, {}).get("preset") == PORTRAIT_PRESET) == portrait:
+            return name
     return styles[0]
+
+
+def style_for_mode(current: str | None, portrait: bool) -> str | None:
+    """The style a menu should show once portrait mode is switched on or off.
+
+    A menu showing the other mode's default moves to this mode's default; a style the user picked stays.
+    """
+    try:
+        old, new = default_style(not portrait), default_style(portrait)
+    except AnimeGANError:
+        return current
+    return new if current in (None, "", old) else current
 
 
 def no_styles_message() -> str:

@@ -45,6 +45,10 @@ def _write_weights(folder: Path) -> None:
     folder.mkdir(parents=True)
     save_weights(folder / "test-style.safetensors", make_v2_generator().state_dict(),
                  {"architecture": "animeganv2", "kind": "style", "description": "random test weights"}, dtype=None)
+    # First by name, but listed after the general style and only portrait mode's default.
+    save_weights(folder / "test-portrait.safetensors", make_v2_generator(seed=1).state_dict(),
+                 {"architecture": "animeganv2", "kind": "style", "preset": "portrait",
+                  "description": "random portrait weights"})
     torch.manual_seed(0)
     config = DCGANConfig(image_size=32, latent_dim=64, width=16, upsample="resize")
     faces = DCGANGenerator(config).eval()
@@ -159,6 +163,14 @@ def _src(page, selector: str) -> str:
 
 def test_photo_tab(page) -> None:
     expect = sync_api.expect
+    menu = page.locator("#photo-style input")
+    expect(menu).to_have_value(re.compile("^test-style"))
+    page.locator("#photo-options button").first.click()
+    portrait = page.locator("#photo-portrait input[type=checkbox]")
+    portrait.check()
+    expect(menu).to_have_value(re.compile("^test-portrait"))  # portrait mode brings its own style ...
+    portrait.uncheck()
+    expect(menu).to_have_value(re.compile("^test-style"))  # ... and takes it away again
     page.locator("#photo-input input[type=file]").set_input_files(str(REPO / "examples" / "astronaut.jpg"))
     expect(page.locator("#photo-input img").first).to_be_visible()
     page.locator("#photo-run").click()

@@ -338,6 +338,11 @@ def test_16_bit_and_cmyk_files_decode_to_their_pixel_values(tmp_path: Path) -> N
         else:
             assert decoded.alpha is None
 
+    # A dark 16-bit greyscale file (every value under 256) stays dark: its depth is the file's, not a guess.
+    dark = (ramp // 300).astype(np.uint16)
+    Image.fromarray(dark).save(tmp_path / "dark16.png")
+    assert np.asarray(prepare_image(tmp_path / "dark16.png").rgb).max() <= (int(dark.max()) >> 8) + 1
+
     # CMYK with black (K) in it, stored losslessly: R = 255 (1 - C/255)(1 - K/255), and so on.
     rng = np.random.default_rng(3)
     cmyk = rng.integers(0, 256, (h, w, 4), dtype=np.uint8)

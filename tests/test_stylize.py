@@ -180,6 +180,27 @@ def test_portrait_crops_the_face(style: str) -> None:
     assert len(notes) == 1
 
 
+def test_portrait_mode_uses_the_portrait_style_unless_one_is_named(style: str, weights_dir: Path,
+                                                                     tmp_path: Path) -> None:
+    from animegan.batch import stylize_files
+    from animegan.weights import save_weights
+    from conftest import make_v2_generator
+
+    save_weights(weights_dir / "faces-style.safetensors", make_v2_generator(seed=7).state_dict(),
+                 {"architecture": "animeganv2", "kind": "style", "preset": "portrait"}, dtype=None)
+    photo = REPO / "examples" / "astronaut.jpg"
+    mine = np.asarray(stylize(photo, style="faces-style", portrait=True))
+    other = np.asarray(stylize(photo, style=style, portrait=True))
+    assert np.abs(mine.astype(int) - other).mean() > 5  # the two styles tell apart
+    assert np.array_equal(np.asarray(stylize(photo, portrait=True)), mine)
+    assert np.array_equal(np.asarray(stylize(photo, style=style, portrait=True)), other)  # a named style stays
+    small = Image.fromarray(gradient_image(80, 60))
+    assert np.array_equal(np.asarray(stylize(small)), np.asarray(stylize(small, style=style)))  # not in plain mode
+    # Files and folders (the CLI's path) follow the same rule.
+    report = stylize_files([photo], tmp_path / "out.png", portrait=True)
+    assert np.array_equal(np.asarray(Image.open(report.written[0]).convert("RGB")), mine)
+
+
 @pytest.mark.parametrize("kind", ["empty", "truncated", "text", "missing", "folder"])
 def test_bad_files_get_clear_messages(style: str, tmp_path: Path, kind: str) -> None:
     path = tmp_path / "photo.jpg"
@@ -253,6 +274,25 @@ def test_max_pixels_is_read_when_an_image_is_opened(monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("ANIMEGAN_MAX_PIXELS", "lots")
     with pytest.raises(AnimeGANError, match="ANIMEGAN_MAX_PIXELS='lots': give the largest image size"):
         prepare_image(picture)
+
+
+def test_max_pixels_above_pils_own_guard_is_honoured(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """PIL refuses files over twice its MAX_IMAGE_PIXELS (about 179 MP) before our check; a user's
+    larger limit must still hold. PIL's guard is lowered to 1,000 pixels so that a 60x50 file stands
+    for a 200 MP one."""
+    from animegan.images import prepare_image
+
+    path = tmp_path / "photo.png"
+    Image.fromarray(gradient_image(60, 50)).save(path)  # 3,000 pixels: over PIL's hard limit of 2,000
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    monkeypatch.setenv("ANIMEGAN_MAX_PIXELS", "5000")
+    assert prepare_image(path).rgb.size == (60, 50)
+    with open(path, "rb") as f:
+        assert prepare_image(f.read()).rgb.size == (60, 50)
+    assert Image.MAX_IMAGE_PIXELS == 1000  # raised only while the file opened
+    monkeypatch.setenv("ANIMEGAN_MAX_PIXELS", "2999")
+    with pytest.raises(AnimeGANError, match="60x50 is too large"):
+        prepare_image(path)
 
 
 def test_arrays_and_bytes_are_accepted(style: str) -> None:

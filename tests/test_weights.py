@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from animegan import AnimeGANError, load_generator
-from animegan.weights import (available_styles, fetch_preset, load_weights, offline_styles, read_metadata,
-                              save_weights)
+from animegan.weights import (available_styles, default_style, fetch_preset, load_weights, offline_styles,
+                              read_metadata, save_weights, style_for_mode)
 from conftest import make_v2_generator
 
 X = torch.rand(1, 3, 40, 56) * 2 - 1
@@ -117,6 +117,30 @@ def test_fp16_weights_stay_close(weights_dir: Path) -> None:
 def test_no_styles_offline_says_so(weights_dir: Path) -> None:
     with pytest.raises(AnimeGANError, match="no anime style is available offline"):
         load_generator(None)
+
+
+def test_portrait_mode_has_its_own_default_style(weights_dir: Path) -> None:
+    def ship(name: str, preset: str | None, seed: int) -> None:
+        meta = {"architecture": "animeganv2", "kind": "style", **({"preset": preset} if preset else {})}
+        save_weights(weights_dir / f"{name}.safetensors", make_v2_generator(seed).state_dict(), meta)
+
+    ship("b-scenery", "scenery", 1)
+    # No portrait style: portrait mode falls back to the default, and a menu has nothing to switch.
+    assert default_style() == default_style(portrait=True) == "b-scenery"
+    assert style_for_mode("b-scenery", True) == "b-scenery"
+    ship("a-portrait", "portrait", 2)
+    assert offline_styles() == ["b-scenery", "a-portrait"]  # general styles listed first, then portrait ones
+    assert default_style() == "b-scenery" and default_style(portrait=True) == "a-portrait"
+    # A menu on one mode's default follows the mode; a style the user picked stays.
+    assert style_for_mode("b-scenery", True) == "a-portrait" and style_for_mode("a-portrait", False) == "b-scenery"
+    assert style_for_mode(None, True) == "a-portrait"
+    ship("c-other", None, 3)
+    assert offline_styles() == ["b-scenery", "c-other", "a-portrait"]
+    assert style_for_mode("c-other", True) == "c-other" and style_for_mode("c-other", False) == "c-other"
+    # Only portrait styles: they are the default for everything.
+    for name in ("b-scenery", "c-other"):
+        (weights_dir / f"{name}.safetensors").unlink()
+    assert default_style() == default_style(portrait=True) == "a-portrait"
 
 
 def test_preset_download_is_validated_cached_and_refetched_when_damaged(weights_dir: Path, tmp_path: Path,

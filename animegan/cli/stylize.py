@@ -14,7 +14,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "suffix, writes that file; otherwise -o is a folder."))
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
     p.add_argument("-o", "--output", required=True, help="output file (one input) or folder")
-    p.add_argument("--style", default=None, help="style name, .safetensors or community .pt file (default: first offline style)")
+    p.add_argument("--style", default=None, help="style name, .safetensors or community .pt file "
+                   "(default: the first offline style; with --portrait, the portrait style)")
     p.add_argument("--portrait", action="store_true", help="crop the largest face and stylize it at 512x512")
     p.add_argument("--keep-colors", action="store_true", help="keep the photo's colours (Lab statistics)")
     p.add_argument("--max-side", type=int, default=None,

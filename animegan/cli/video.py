@@ -15,7 +15,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "Writes H.264 MP4 (or a silent GIF when OUTPUT ends in .gif); Ctrl-C cancels and leaves no partial file."))
     p.add_argument("input", metavar="INPUT", help="video file")
     p.add_argument("-o", "--output", required=True, help="output file: .mp4 (also .m4v, .mov, .mkv) or .gif")
-    p.add_argument("--style", default=None, help="style name, .safetensors or community .pt file (default: first offline style)")
+    p.add_argument("--style", default=None, help="style name, .safetensors or community .pt file "
+                   "(default: the first offline style; with --portrait, the portrait style)")
     p.add_argument("--portrait", action="store_true", help="crop around the face found at the start (one fixed square box)")
     p.add_argument("--keep-colors", action="store_true", help="keep each frame's colours (Lab statistics)")
     p.add_argument("--max-side", type=int, default=None, help="cap on the output's long side in pixels")

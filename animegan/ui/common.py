@@ -14,7 +14,8 @@ import gradio as gr
 from ..errors import AnimeGANError
 from ..limits import time_limit
 from ..spaces_gpu import on_spaces
-from ..weights import COMMUNITY_PRESETS, available_styles, describe, offline_styles
+from ..weights import (COMMUNITY_PRESETS, available_styles, default_style, describe, offline_styles,
+                       style_for_mode)
 
 F = TypeVar("F", bound=Callable[..., Any])
 # What a tab's build_tab() may return: functions to run on each page load, with their outputs
@@ -130,15 +131,23 @@ def style_menu(elem_id: str) -> gr.Dropdown:
                        allow_custom_value=True, info="or type hub:USER/NAME for a style on the Hugging Face Hub")
 
 
+def follow_portrait_mode(portrait: gr.Checkbox, style: gr.Dropdown) -> None:
+    """Ticking portrait mode moves the menu to the portrait style, unticking moves it back; a style the
+    user picked stays."""
+    portrait.change(lambda on, current: gr.update(value=style_for_mode(current, bool(on))), [portrait, style],
+                    [style], queue=False, show_progress="hidden", api_visibility="private")
+
+
 def refresh_styles() -> Any:
     """A style menu as it is now: run on each page load, so a style exported while the app runs shows up."""
     return gr.update(choices=style_choices(), value=default_style_value())
 
 
 def default_style_value() -> str | None:
-    ready = offline_styles()
-    names = available_styles()
-    return (ready or names or [None])[0]
+    """The menu's initial style: the default style, else the first listed (it downloads on first use)."""
+    if offline_styles():
+        return default_style()
+    return (available_styles() or [None])[0]
 
 
 def upload_path(payload: Any) -> str | None:

@@ -12,8 +12,8 @@ from ..batch import save_image
 from ..errors import AnimeGANError
 from ..stylize import StyleOptions, get_stylizer
 from ..spaces_gpu import gpu
-from .common import (MODEL_EVENT, LoadHooks, checked_style, no_offline_style_note, output_dir, refresh_styles,
-                     style_menu, time_limited, upload_path, user_errors)
+from .common import (MODEL_EVENT, LoadHooks, checked_style, follow_portrait_mode, no_offline_style_note,
+                     output_dir, refresh_styles, style_menu, time_limited, upload_path, user_errors)
 
 # The Photo tab's cap for styles that record no working size: a large upload stays quick on a CPU Space.
 FALLBACK_SIDE = 1280
@@ -54,8 +54,9 @@ def build_tab() -> LoadHooks:
             photo = gr.Image(label="Photo", type="filepath", image_mode=None, sources=["upload", "clipboard"],
                              elem_id="photo-input")
             style = style_menu("photo-style")
-            with gr.Accordion("Options", open=False):
-                portrait = gr.Checkbox(label="Portrait: crop the largest face and stylize it at 512x512")
+            with gr.Accordion("Options", open=False, elem_id="photo-options"):
+                portrait = gr.Checkbox(label="Portrait: crop the largest face and stylize it at 512x512 "
+                                       "(with the portrait style unless you pick another)", elem_id="photo-portrait")
                 keep_colors = gr.Checkbox(label="Keep the photo's colours")
                 max_side = gr.Slider(0, 4096, value=0, step=64,
                                      label=f"Max side for the model (0 = the style's working size, {FALLBACK_SIDE} "
@@ -74,4 +75,5 @@ def build_tab() -> LoadHooks:
     run.click(run_photo, inputs=[photo, style, weights_file, portrait, keep_colors, max_side],
               outputs=[result, download], api_name="stylize", preprocess=False,
               **MODEL_EVENT)
+    follow_portrait_mode(portrait, style)
     return [(refresh_styles, [style])]

@@ -12,8 +12,8 @@ import gradio as gr
 from ..errors import AnimeGANError
 from ..spaces_gpu import gpu
 from ..video import stylize_video
-from .common import (MODEL_EVENT, LoadHooks, checked_style, no_offline_style_note, output_dir, refresh_styles,
-                     style_menu, time_limited, upload_path, user_errors)
+from .common import (MODEL_EVENT, LoadHooks, checked_style, follow_portrait_mode, no_offline_style_note,
+                     output_dir, refresh_styles, style_menu, time_limited, upload_path, user_errors)
 
 # The ZeroGPU slot a video asks for (on a Space its time limit ends just before it).
 VIDEO_GPU_S = 240
@@ -108,4 +108,5 @@ def build_tab() -> LoadHooks:
                     outputs=[result, download], api_name="video", **MODEL_EVENT)
     # The handler sets the running job's flag; `cancels` also drops a job still waiting in the queue.
     stop.click(cancel_video, inputs=None, outputs=None, cancels=[job], queue=False, api_visibility="private")
+    follow_portrait_mode(portrait, style)
     return [(refresh_styles, [style])]
