@@ -200,10 +200,11 @@ def test_faces_slider(page) -> None:
     assert float(slider.input_value()) > 0.8
     # The 32 px test face is scaled up to its box on screen, not shown as a speck
     # (Gradio's own 'scale-down' would show it at 32 px inside a wide box.)
-    page.wait_for_function("() => document.querySelector('#faces-between img').naturalWidth > 0")
-    natural, box, fit = page.evaluate("() => { const i = document.querySelector('#faces-between img');"
-                                      " return [i.naturalWidth, i.getBoundingClientRect().width,"
-                                      " getComputedStyle(i).objectFit]; }")
+    # Read in one go once loaded: a late slider event can swap in a new <img> between two separate calls.
+    natural, box, fit = page.wait_for_function(
+        "() => { const i = document.querySelector('#faces-between img');"
+        " return i && i.complete && i.naturalWidth > 0"
+        " ? [i.naturalWidth, i.getBoundingClientRect().width, getComputedStyle(i).objectFit] : null; }").json_value()
     assert natural == 32 and box >= 4 * natural and fit == "contain"
     _shot(page, "03-faces-after")
 
