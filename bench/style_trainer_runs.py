@@ -27,15 +27,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
 
-
-def cpu_flags() -> list[str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return []
-    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
-    return [f for f in wanted if f" {f} " in text.replace("\n", " ")]
+from animegan.device import cpu_has_native_bf16  # noqa: E402
 
 
 def run(repo: Path, trainer_args: list[str], procs: int, threads: int | None, skip: int) -> dict:
@@ -76,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     if not trainer_args:
         p.error("give the trainer's arguments after --")
     result = run(args.repo.resolve(), trainer_args, args.procs, args.threads, args.skip)
-    result.update(machine=platform.processor() or platform.machine(), cpu_flags=cpu_flags(), cores=os.cpu_count())
+    result.update(cpu=platform.processor() or platform.machine(), native_bf16=cpu_has_native_bf16(),
+                  cpu_count=os.cpu_count())
     print(json.dumps(result))
     return 0
 

@@ -119,6 +119,16 @@ def style(weights_dir: Path) -> str:
     return "test-style"
 
 
+@pytest.fixture
+def portrait_style(style: str, weights_dir: Path) -> str:
+    """Beside ``style``, 'faces-style', trained (here: drawn) with the portrait preset: portrait mode's default."""
+    from animegan.weights import save_weights
+
+    save_weights(weights_dir / "faces-style.safetensors", make_v2_generator(seed=7).state_dict(),
+                 {"architecture": "animeganv2", "kind": "style", "preset": "portrait"}, dtype=None)
+    return "faces-style"
+
+
 def gradient_image(width: int, height: int, seed: int = 0) -> np.ndarray:
     """A smooth colourful RGB uint8 picture with some texture: enough structure for the nets."""
     rng = np.random.default_rng(seed)
