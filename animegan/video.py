@@ -84,6 +84,8 @@ class VideoResult:
     peak_queued: int = 0  # most frames waiting in the pipeline's queues at any time
     model_seconds: float = 0.0  # time in the network
     model_wait_seconds: float = 0.0  # time the network's thread waited on decoding or encoding
+    work_width: int = 0  # what the network saw: the style's working size, or the output's
+    work_height: int = 0
 
 
 # ----------------------------------------------------------------------------------------
@@ -258,14 +260,15 @@ def _fit(size: tuple[int, int], max_side: int | None) -> tuple[int, int]:
 
 
 def plan_geometry(width: int, height: int, crop: tuple[int, int, int, int] | None,
-                  max_side: int | None, keep_size: bool) -> _Plan:
+                  max_side: int | None, keep_size: bool, work_side: int = 0) -> _Plan:
     """Sizes for one run. ``max_side`` caps the output's long side; with ``keep_size`` it caps
-    only what the network sees and the result is scaled back to the source (or portrait) size."""
+    only what the network sees and the result is scaled back to the source (or portrait) size.
+    ``work_side`` (0: none) caps the network's input further, never the output."""
     base = (PORTRAIT_SIDE, PORTRAIT_SIDE) if crop else (width, height)
     capped = _fit(base, max_side)
-    work = (_even(capped[0]), _even(capped[1]))
-    out = (_even(base[0]), _even(base[1])) if keep_size else work
-    return _Plan(crop, base, work, out)
+    out = (_even(base[0]), _even(base[1])) if keep_size else (_even(capped[0]), _even(capped[1]))
+    seen = _fit(capped, work_side)
+    return _Plan(crop, base, (_even(seen[0]), _even(seen[1])), out)
 
 
 def _resize(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -478,12 +481,17 @@ def stylize_video(input_path: str | os.PathLike[str], output_path: str | os.Path
                   start: float | None = None, end: float | None = None, batch_size: int = 4,
                   progress: ProgressFn | None = None, cancel: "threading.Event | Callable[[], bool] | None" = None,
                   device: str | None = None, half: bool | None = None, keep_size: bool = False,
-                  stylizer: Stylizer | None = None, compile_mode: str | None = None) -> VideoResult:
+                  stylizer: Stylizer | None = None, compile_mode: str | None = None,
+                  work_side: int | None = None) -> VideoResult:
     """Stylize a video file into ``output_path`` (.mp4/.m4v/.mov/.mkv: H.264 with the source's
     sound; .gif: silent GIF) at the source's frame rate and frame count, upright.
 
     ``max_side`` caps the output's long side (``keep_size=True`` caps only the network's input
-    and scales the result back to the source size). ``start``/``end`` trim, in seconds.
+    and scales the result back to the source size). The network sees frames at most ``work_side``
+    on their long side, as a photo would be (None: the style's working size, its metadata's
+    ``max_side``, if it records one; 0: no cap beyond ``max_side``), and the result is scaled up
+    to the output's size.
+    ``start``/``end`` trim, in seconds.
     ``progress(done, total)`` is called after each batch; ``cancel`` (an Event or a callable)
     is checked between batches and stops the run with ``VideoCancelled``, leaving no output.
     ``compile_mode`` runs the network through ``torch.compile`` (see ``Stylizer``): its first
@@ -501,6 +509,8 @@ def stylize_video(input_path: str | os.PathLike[str], output_path: str | os.Path
         raise AnimeGANError(f"batch size must be at least 1, not {batch_size}")
     if max_side is not None and max_side and max_side < 16:
         raise AnimeGANError(f"max side {max_side} is too small (at least 16)")
+    if work_side is not None and work_side and work_side < 16:
+        raise AnimeGANError(f"working side {work_side} is too small (at least 16, or 0 for the output's size)")
     info = probe_video(source)
     if info.width * info.height > MAX_PIXELS:
         raise AnimeGANError(f"{source}: {info.width}x{info.height} is too large a video "
@@ -523,8 +533,9 @@ def stylize_video(input_path: str | os.PathLike[str], output_path: str | os.Path
             crop = find_portrait_box(info, first, stop)
             if crop is None:
                 warnings.append(f"{source.name}: no face found at the start; the whole frame was stylized")
-        plan = plan_geometry(info.width, info.height, crop, max_side or None, keep_size)
         model = stylizer or get_stylizer(style, device, half, compile_mode=compile_mode, portrait=portrait)
+        plan = plan_geometry(info.width, info.height, crop, max_side or None, keep_size,
+                             model.working_side if work_side is None else int(work_side))
         with atomic_path(out_path) as tmp:
             video_tmp = tmp.with_name(tmp.name + ".video.mp4")
             try:
@@ -559,7 +570,8 @@ def stylize_video(input_path: str | os.PathLike[str], output_path: str | os.Path
     finally:
         reader.close()
     return VideoResult(out_path, frames, fps, seconds, had_audio,
-                       plan.out[0], plan.out[1], warnings, pipe.peak, round(pipe.model_s, 3), round(pipe.wait_s, 3))
+                       plan.out[0], plan.out[1], warnings, pipe.peak, round(pipe.model_s, 3), round(pipe.wait_s, 3),
+                       plan.work[0], plan.work[1])
 
 
 def _span(source: Path, info: VideoInfo, fps: float, total: int, start: float | None,

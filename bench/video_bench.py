@@ -43,7 +43,8 @@ def sequential(src: Path, out: Path, stylizer: Stylizer, batch: int, max_side: i
     """Decode a batch, stylize it, encode it, repeat: no stage overlaps another."""
     info = video.probe_video(src)
     reader = video.FrameReader(info)
-    plan = video.plan_geometry(info.width, info.height, None, max_side, keep_size)
+    # The style's working size, as stylize_video uses by default.
+    plan = video.plan_geometry(info.width, info.height, None, max_side, keep_size, stylizer.working_side)
     encoder = video._Encoder(out, plan.out, reader.fps)
     frames = 0
     try:
@@ -114,7 +115,8 @@ def main() -> None:
         stylizer = Stylizer(style, args.device, half=False if args.fp32 else None, compile_mode=args.compile)
         src = tmp / "clip.mp4"
         make_clip(src, args.seconds, args.size, args.fps)
-        w, h = video.plan_geometry(*(int(v) for v in args.size.split("x")), None, args.max_side, args.keep_size).work
+        w, h = video.plan_geometry(*(int(v) for v in args.size.split("x")), None, args.max_side, args.keep_size,
+                                   stylizer.working_side).work
         start = time.perf_counter()
         stylizer.run_arrays([torch.zeros(h, w, 3, dtype=torch.uint8).numpy()] * args.batch)  # warm-up (and compile)
         warm_up_s = time.perf_counter() - start

@@ -189,6 +189,29 @@ def test_output_size_cap_and_keep_size(style: str, tmp_path: Path) -> None:
     assert mad(cv2.resize(large, (64, 48), interpolation=cv2.INTER_AREA), small) < 8.0
 
 
+def test_network_sees_the_styles_working_size(style: str, weights_dir: Path, tmp_path: Path) -> None:
+    """As a photo is, each frame is stylized at the style's working size and scaled up to the output's."""
+    from animegan.weights import update_metadata
+
+    update_metadata(weights_dir / "test-style.safetensors", {"max_side": 32})
+    src = make_clip(tmp_path / "in.mp4", seconds=0.3, size=(128, 96), audio=False)
+    worked = stylize_video(src, tmp_path / "worked.mp4", style)
+    assert (worked.width, worked.height, worked.work_width, worked.work_height) == (128, 96, 32, 24)
+    full = stylize_video(src, tmp_path / "full.mp4", style, work_side=0)
+    assert (full.width, full.height, full.work_width, full.work_height) == (128, 96, 128, 96)
+    assert probe_video(worked.path).width == 128
+
+    def small(frame: np.ndarray) -> np.ndarray:
+        return cv2.resize(frame, (32, 24), interpolation=cv2.INTER_AREA)
+
+    direct = get_stylizer(style).run_arrays([small(ffmpeg_frames(src, (128, 96))[0])])[0]
+    near = mad(small(ffmpeg_frames(worked.path, (128, 96))[0]), direct)
+    assert near < 8.0
+    assert mad(small(ffmpeg_frames(full.path, (128, 96))[0]), direct) > near + 4.0
+    with pytest.raises(AnimeGANError, match="working side"):
+        stylize_video(src, tmp_path / "bad.mp4", style, work_side=8)
+
+
 def test_keep_colors_pulls_colour_back_to_the_source(style: str, tmp_path: Path) -> None:
     src = make_clip(tmp_path / "in.mp4", seconds=0.3, audio=False)
     plain = stylize_video(src, tmp_path / "plain.mp4", style)
@@ -450,6 +473,11 @@ def test_cli_end_to_end(style: str, tmp_path: Path, capsys: pytest.CaptureFixtur
     assert info.fps == pytest.approx(source.fps) and info.duration == pytest.approx(source.duration, abs=0.06)
     assert mad(ffmpeg_frames(out, (64, 48)), ffmpeg_frames(src, (64, 48))) > 20.0  # really stylized
     capsys.readouterr()
+    small = tmp_path / "small.mp4"
+    assert main(["video", str(src), "-o", str(small), "--style", style, "--work-side", "32"]) == 0
+    assert "64x48 (stylized at 32x24" in capsys.readouterr().out and probe_video(small).width == 64
+    assert main(["video", str(src), "-o", str(small), "--style", style, "--work-side", "8"]) == 2
+    assert "working side 8 is too small" in capsys.readouterr().err
     bad = tmp_path / "notes.mp4"
     bad.write_text("not a video\n")
     assert main(["video", str(bad), "-o", str(tmp_path / "bad_out.mp4"), "--style", style]) == 2

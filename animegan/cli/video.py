@@ -21,6 +21,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--keep-colors", action="store_true", help="keep each frame's colours (Lab statistics)")
     p.add_argument("--max-side", type=int, default=None, help="cap on the output's long side in pixels")
     p.add_argument("--keep-size", action="store_true", help="with --max-side: cap only the model's input, write at the source size")
+    p.add_argument("--work-side", type=int, default=None,
+                   help="cap on the long side the model sees (the result is scaled up to the output's size); "
+                        "default: the style's working size; 0: no cap beyond --max-side")
     p.add_argument("--start", type=float, default=None, help="start of the span to stylize, in seconds")
     p.add_argument("--end", type=float, default=None, help="end of the span to stylize, in seconds")
     p.add_argument("--batch", type=int, default=4, help="frames per model call (default 4)")
@@ -38,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
                                keep_colors=args.keep_colors, max_side=args.max_side, start=args.start,
                                end=args.end, batch_size=args.batch, progress=progress, cancel=cancel,
                                device=args.device, half=half_from_flags(args), keep_size=args.keep_size,
-                               compile_mode=args.compile)
+                               compile_mode=args.compile, work_side=args.work_side)
     except KeyboardInterrupt:
         # stylize_video has already stopped its threads and removed its temporary files.
         cancel.set()
@@ -48,6 +51,8 @@ def run(args: argparse.Namespace) -> int:
     for message in result.warnings:
         print(f"warning: {message}", file=sys.stderr)
     sound = "with sound" if result.had_audio else "no sound"
-    print(f"{result.path} ({result.frames} frames, {result.width}x{result.height}, {result.fps:.3f} fps, "
+    seen = "" if (result.work_width, result.work_height) == (result.width, result.height) else \
+        f" (stylized at {result.work_width}x{result.work_height})"
+    print(f"{result.path} ({result.frames} frames, {result.width}x{result.height}{seen}, {result.fps:.3f} fps, "
           f"{result.seconds:.2f} s, {sound})")
     return 0

@@ -94,7 +94,9 @@ def build_tab() -> LoadHooks:
                 portrait = gr.Checkbox(label="Portrait: a fixed square crop around the face found at the start")
                 keep_colors = gr.Checkbox(label="Keep the video's colours")
                 max_side = gr.Slider(0, 3840, value=720, step=16,
-                                     label="Max side of the result in pixels (0 = the video's own size)")
+                                     label="Max side of the result in pixels (0 = the video's own size)",
+                                     info="a style that records a working size stylizes each frame at that "
+                                          "size, then scales it to this")
                 with gr.Row():
                     start = gr.Number(label="Start (s)", value=None, minimum=0, elem_id="video-start")
                     end = gr.Number(label="End (s)", value=None, minimum=0, elem_id="video-end")
