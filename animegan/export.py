@@ -76,7 +76,7 @@ def _newest_checkpoint(run: RunFolder) -> dict[str, Any]:
 def export_style(run_dir: str | Path, name: str, weights_folder: str | Path | None = None,
                  description: str | None = None, best: bool | None = False) -> Path:
     """Write a style run's newest generator (``best``: its best evaluated one; None: that one when the run
-    has it) to ``weights/NAME.safetensors``.
+    has it; the EMA of its weights when the run kept one) to ``weights/NAME.safetensors``.
 
     After this the style is listed by ``animegan.weights.available_styles()`` and usable by
     ``animegan.stylize`` and the app. Its metadata counts the steps, images and hours of training,
@@ -120,13 +120,15 @@ def export_style(run_dir: str | Path, name: str, weights_folder: str | Path | No
         "preset": config.get("preset"),
         "perceptual_network": config.get("perceptual_network"),
         "train_config": {k: config[k] for k in ("size", "batch", "init_steps", "pretrain_steps", "lr_g", "d_every",
-                                                 "gan_loss", "loss_weights") if k in config},
+                                                 "d_lr_ratio", "ema_decay", "gan_loss", "loss_weights")
+                         if k in config},
         "metrics": metrics,
         "run": str(rf.path),
         "licence": STYLE_LICENCE_NOTE,
     }
     folder = Path(weights_folder) if weights_folder else default_weights_dir()
-    return save_weights(folder / f"{name}.safetensors", state["generator"], meta)
+    # A checkpoint of a run with an EMA holds both: the EMA is what was evaluated (best.pt holds only it).
+    return save_weights(folder / f"{name}.safetensors", state.get("generator_ema") or state["generator"], meta)
 
 
 def export_faces(run_dir: str | Path, name: str, weights_dir: str | Path | None = None, use_ema: bool = True,

@@ -112,7 +112,8 @@ def split_step(trainer: StyleTrainer, repeats: int) -> dict:
     parts["d_for_g"] = _ms(d_for_g, repeats, sync)
     state = {k: v.clone() for k, v in trainer.discriminator.state_dict().items()}
     opt = trainer.opt_d.state_dict()
-    parts["d_update"] = _ms(lambda: trainer._d_update(photo, anime, gray, smooth), repeats, sync) / cfg.d_every
+    parts["d_update"] = _ms(lambda: trainer._d_update(out[1] if v3 else out, anime, gray, smooth), repeats,
+                            sync) / cfg.d_every
     trainer.discriminator.load_state_dict(state)
     trainer.opt_d.load_state_dict(opt)
     if v3:

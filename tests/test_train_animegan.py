@@ -19,7 +19,7 @@ from animegan.errors import AnimeGANError
 from animegan.export import export_style
 from animegan.runs import RunFolder
 from conftest import REPO, gradient_image
-from train.animegan import StyleTrainConfig, StyleTrainer, main
+from train.animegan import StyleTrainConfig, StyleTrainer, build_parser, config_from_args, main
 from train.common import step_generator
 from train.style_data import StyleData, edge_smooth
 
@@ -197,11 +197,11 @@ def test_cli_trains_logs_every_term_and_exports_a_working_style(dataset: Path, t
     assert any(not torch.equal(init[k], ckpt["generator"][k]) for k in init if init[k].is_floating_point())
 
 
-@pytest.mark.parametrize("recipe", ["v2", "v3"])
+@pytest.mark.parametrize("recipe,ema", [("v2", 0.0), ("v3", 0.0), ("v2", 0.5)])
 def test_resume_gives_the_uninterrupted_run_exactly(dataset: Path, held_out: Path, tmp_path: Path,
-                                                    recipe: str) -> None:
+                                                    recipe: str, ema: float) -> None:
     # With the quality evaluation on: it must change nothing a later step computes.
-    evaluation = dict(eval_every=2, eval_photos=str(held_out), eval_limit=3)
+    evaluation = dict(eval_every=2, eval_photos=str(held_out), eval_limit=3, ema_decay=ema)
     cfg = _config(dataset, recipe=recipe, steps=4, **evaluation)
     whole = StyleTrainer(cfg, tmp_path / "whole", quiet=True)
     assert whole.run() == "finished"
@@ -211,7 +211,8 @@ def test_resume_gives_the_uninterrupted_run_exactly(dataset: Path, held_out: Pat
     first.run()
     resumed = StyleTrainer(cfg, tmp_path / "split", resume=True, quiet=True)
     assert resumed.run() == "finished" and resumed.step == 4
-    for a, b in ((whole.generator, resumed.generator), (whole.discriminator, resumed.discriminator)):
+    for a, b in ((whole.generator, resumed.generator), (whole.discriminator, resumed.discriminator),
+                 (whole.sampler, resumed.sampler)):
         sa, sb = a.state_dict(), b.state_dict()
         assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
     oa, ob = whole.opt_d.state_dict()["state"], resumed.opt_d.state_dict()["state"]
@@ -322,6 +323,42 @@ def test_the_best_evaluated_step_is_kept_and_exported(dataset: Path, held_out: P
         "steps"] == 1  # best=None: the best step when there is one, else the newest
 
 
+def test_the_ema_is_what_is_evaluated_kept_and_exported(dataset: Path, held_out: Path, tmp_path: Path) -> None:
+    """With ema_decay, an average of G's weights is kept beside G; the figures, best.pt and exports are its."""
+    from animegan.weights import load_weights
+
+    cfg = _config(dataset, steps=4, eval_every=2, eval_photos=str(held_out), eval_limit=3, ema_decay=0.5)
+    trainer = StyleTrainer(cfg, tmp_path / "run", quiet=True)
+    assert trainer.run() == "finished"
+    rf = trainer.run_folder
+    newest = torch.load(rf.checkpoints()[-1], weights_only=True)
+    g, ema = newest["generator"], newest["generator_ema"]
+    assert any(not torch.equal(g[k], ema[k]) for k in g if g[k].is_floating_point())
+    assert all(torch.equal(v, trainer.generator_ema.state_dict()[k]) for k, v in ema.items())
+
+    # One more step by hand: the EMA moves 1 - decay of the way to G's new weights, where a new run's
+    # decay ramps up as (1 + step) / (10 + step) to ema_decay (5/14 at step 4)
+    before = {k: v.clone() for k, v in trainer.generator_ema.state_dict().items()}
+    trainer.train_step(4)
+    after_g, decay = trainer.generator.state_dict(), 5 / 14
+    for k, v in trainer.generator_ema.state_dict().items():
+        if v.is_floating_point():
+            assert torch.allclose(v, decay * before[k] + (1 - decay) * after_g[k], atol=1e-6), k
+
+    # The figures logged are the EMA's: re-measured here on its weights, they match
+    best = rf.load_best()
+    step_state = torch.load(rf.checkpoints_dir / f"step_{best['step']:08d}.pt", weights_only=True)
+    assert all(torch.equal(best["generator"][k], v) for k, v in step_state["generator_ema"].items())
+    trainer.generator_ema.load_state_dict(best["generator"])
+    again = trainer.evaluate()
+    assert again["kid"] == pytest.approx(best["figures"]["kid"], rel=1e-4, abs=1e-6)
+    exported = load_weights(export_style(rf.path, "ema", weights_folder=tmp_path / "w")).state_dict
+    assert all(torch.equal(exported[k], v.half()) for k, v in ema.items() if v.is_floating_point())
+    assert load_weights(tmp_path / "w" / "ema.safetensors").metadata["train_config"]["ema_decay"] == 0.5
+    with pytest.raises(AnimeGANError, match="ema_decay"):
+        _config(dataset, ema_decay=1.0)
+
+
 def test_init_from_continues_a_style_in_a_new_run(dataset: Path, tmp_path: Path,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     """A warm start begins at the exported generator, skips the content-only phase and adds up the history."""
@@ -353,6 +390,19 @@ def test_init_from_continues_a_style_in_a_new_run(dataset: Path, tmp_path: Path,
     meta = load_weights(export_style(tmp_path / "second", "resumed", weights_folder=tmp_path / "w")).metadata
     assert meta["steps"] == 6 and meta["images_seen"] == 6 * SMALL["batch"] and meta["warm_start"] == str(shipped)
     assert meta["train_config"]["pretrain_steps"] == 0
+
+    # Every checkpoint damaged: the resumed run starts again from the warm start, not from random weights,
+    # and ends where a fresh warm-started run of as many steps ends (every draw is seeded by the step)
+    assert again.run_folder.checkpoints()
+    for ckpt in again.run_folder.checkpoints():
+        ckpt.write_bytes(ckpt.read_bytes()[:100])
+    redo = StyleTrainer(_config(dataset, steps=3, init_steps=5, init_from=str(shipped)), tmp_path / "second",
+                        resume=True, quiet=True)
+    assert redo.run() == "finished" and redo.step == 3
+    fresh = StyleTrainer(_config(dataset, steps=3, init_steps=5, init_from=str(shipped)), tmp_path / "fresh",
+                         quiet=True)
+    assert fresh.run() == "finished"
+    assert all(torch.equal(v, fresh.generator.state_dict()[k]) for k, v in redo.generator.state_dict().items())
 
     base = ["--data", str(dataset), "--out", str(tmp_path / "r"), "--steps", "2", "--quiet",
             "--config", json.dumps(SMALL)]
@@ -425,12 +475,40 @@ def test_cli_errors_exit_2(dataset: Path, tmp_path: Path, capsys: pytest.Capture
         export_style(tmp_path / "r2", "x")
 
 
+def test_resume_keeps_the_config_but_may_change_processes_and_ema(dataset: Path, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A resumed run keeps its recipe; it may go on under torchrun at the same images a step, turn its
+    EMA on, and name its networks' defaults (a recipe file that spells them out)."""
+    run = tmp_path / "run"
+    assert StyleTrainer(_config(dataset, steps=1), run, quiet=True).run() == "finished"  # batch 2, 1 process
+
+    def resume(*extra: str, world: int = 1) -> StyleTrainConfig:
+        monkeypatch.setenv("WORLD_SIZE", str(world))
+        return config_from_args(build_parser().parse_args(["--data", str(dataset), "--out", str(run), "--resume",
+                                                           *extra]))
+
+    assert resume("--batch", "1", world=2).batch == 1  # 2 processes of 1: 2 images a step, as before
+    with pytest.raises(AnimeGANError, match=r"2 images a step; 2 process\(es\) of batch 2 make 4 \(pass --batch 1\)"):
+        resume(world=2)
+    with pytest.raises(AnimeGANError, match=r"2 images a step; 1 process\(es\) of batch 1 make 1 \(pass --batch 2\)"):
+        resume("--batch", "1")
+    with pytest.raises(AnimeGANError, match="3 processes cannot share"):
+        resume("--batch", "1", world=3)
+    assert resume("--config", json.dumps({"ema_decay": 0.999})).ema_decay == 0.999
+    spelled = resume("--config", json.dumps({"discriminator": {"norm": "instance"}, "generator": {"width": 1.0}}))
+    assert spelled.discriminator == {"norm": "instance"}
+    with pytest.raises(AnimeGANError, match="differ from it: discriminator, generator"):
+        resume("--config", json.dumps({"discriminator": {"norm": "layer"}, "generator": {"width": 0.5}}))
+    monkeypatch.delenv("WORLD_SIZE")
+
+
 def test_ddp_two_processes_gloo(dataset: Path, held_out: Path, tmp_path: Path) -> None:
     run = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "train.animegan", "--data", str(dataset), "--out", str(run), "--steps", "2", "--size", "32",
-           "--batch", "1", "--init-steps", "1", "--quiet", "--config", json.dumps({**SMALL, "batch": 1}),
+           "--batch", "1", "--init-steps", "1", "--quiet",
+           "--config", json.dumps({**SMALL, "batch": 1, "ema_decay": 0.5}),
            "--eval-every", "2", "--eval-photos", str(held_out), "--eval-limit", "2"]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -440,3 +518,6 @@ def test_ddp_two_processes_gloo(dataset: Path, held_out: Path, tmp_path: Path) -
     assert "fid" in rf.metrics()[-1] and "fid" not in rf.metrics()[0]  # the main process evaluated, once
     assert rf.checkpoints()[-1].name == "step_00000002.pt"
     assert rf.read_status()["state"] == "finished"
+    state = torch.load(rf.checkpoints()[-1], weights_only=True)  # the EMA kept beside G under DDP
+    g, ema = state["generator"], state["generator_ema"]
+    assert ema.keys() == g.keys() and any(not torch.equal(g[k], v) for k, v in ema.items() if v.is_floating_point())

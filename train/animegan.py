@@ -17,6 +17,10 @@ last) on held-out photos, as ``python -m train.evaluate_style`` does (``style_fi
 ``content_unrelated``, all logged into metrics.jsonl. The generator of the step with the lowest
 style KID is kept apart (``checkpoints/best.pt``); ``--export NAME --best`` exports it.
 
+With ``ema_decay`` (say 0.999) an exponential moving average of G's weights is kept beside G; it
+is what is sampled, evaluated, kept as the best and exported, as in the face trainer: a GAN's
+generator swings from step to step, and its average is both better and steadier to judge.
+
 ``--init-from WEIGHTS`` starts a new run's generator from a style weights file (a campaign on a new
 machine continues from the shipped weights) and skips the content-only phase; the export then counts
 the steps, images and hours of both.
@@ -25,8 +29,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import dataclasses
 import math
+import os
 import signal
 import sys
 import time
@@ -49,8 +55,8 @@ from animegan.names import check_name
 from animegan.runs import RunFolder
 
 from . import distributed
-from .common import (GracefulStop, image_rows_grid, load_generator_weights, read_config_arg, rng_state, set_rng_state,
-                     step_generator)
+from .common import (GracefulStop, ema_update, image_rows_grid, load_generator_weights, read_config_arg, rng_state,
+                     set_rng_state, step_generator)
 from .losses import (GAN_LOSSES, PRESETS, color_loss, content_loss, d_adv_loss, domain_loss, g_adv_loss,
                      gray_style_loss, preset_weights, region_smoothing_loss, revision_target, style_loss,
                      superpixel_average, tv_loss)
@@ -92,6 +98,7 @@ class StyleTrainConfig:
     eval_photos: str = ""  # the held-out photos (never trained on; python -m train.split_folder makes them)
     eval_limit: int = 64  # the first N of them (sorted by path)
     init_from: str = ""  # a style weights file (name or path) a new run's generator starts from
+    ema_decay: float = 0.0  # 0: off; else an EMA of G's weights is what is evaluated and exported
     scale_jitter: float = 1.25
     log_every: int = 10
     sample_every: int = 500
@@ -126,6 +133,8 @@ class StyleTrainConfig:
         if self.eval_every and not self.eval_photos:
             raise AnimeGANError("eval_every needs eval_photos: a folder of held-out photos (--eval-photos DIR; "
                                 "python -m train.split_folder SRC --train DATA/real_images --eval DIR makes one)")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise AnimeGANError(f"ema_decay must be 0 (off) or in (0, 1), such as 0.999 (got {self.ema_decay})")
         if self.eval_limit < 2:
             raise AnimeGANError(f"eval_limit must be at least 2 (got {self.eval_limit})")
         preset_weights(self.preset, self.weights)  # unknown weight names fail now, not at step 1000
@@ -200,10 +209,15 @@ class StyleTrainer:
         # record its config.json has (config.json is rewritten at each start).
         self.prior: dict[str, Any] = {}
         saved = self.run_folder.read_config() if resume and self.run_folder.config_path.is_file() else {}
-        if cfg.init_from and not (resume and self.run_folder.checkpoints()):
+        # With checkpoints to resume from, the warm start waits until none of them loads (``run``).
+        self._warm_start_pending = bool(cfg.init_from) and resume and bool(self.run_folder.checkpoints())
+        if cfg.init_from and not self._warm_start_pending:
             self.prior = warm_start(self.generator, cfg)
         elif isinstance(saved.get("warm_start"), dict):
             self.prior = saved["warm_start"]
+        # Starts at G (a warm start's weights); a checkpoint's own EMA replaces it on resume.
+        self.generator_ema: nn.Module | None = (copy.deepcopy(self.generator).eval().requires_grad_(False)
+                                                if cfg.ema_decay else None)
         # The best step is judged on one set of held-out photos: another set starts the judging again.
         self._eval_set_changed = bool(saved) and (saved.get("eval_photos"), saved.get("eval_limit")) != (
             cfg.eval_photos, cfg.eval_limit)
@@ -244,13 +258,23 @@ class StyleTrainer:
     def _move(self, t: torch.Tensor) -> torch.Tensor:
         return t.to(self.device, non_blocking=True).contiguous(memory_format=self.precision.memory_format)
 
+    @property
+    def sampler(self) -> nn.Module:
+        """The generator that is sampled, evaluated, kept as the best and exported: the EMA when there is one."""
+        return self.generator_ema if self.generator_ema is not None else self.generator
+
     def state_dict(self) -> dict[str, Any]:
-        return {"generator": self.generator.state_dict(), "discriminator": self.discriminator.state_dict(),
-                "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(), "rng": rng_state(),
-                "last_d": dict(self.last_d), "trained_s": self.trained_s, "images_seen": self.images_seen}
+        state = {"generator": self.generator.state_dict(), "discriminator": self.discriminator.state_dict(),
+                 "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(), "rng": rng_state(),
+                 "last_d": dict(self.last_d), "trained_s": self.trained_s, "images_seen": self.images_seen}
+        if self.generator_ema is not None:
+            state["generator_ema"] = self.generator_ema.state_dict()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.generator.load_state_dict(state["generator"])
+        if self.generator_ema is not None:  # an EMA turned on at a resume (ema_decay) starts at G
+            self.generator_ema.load_state_dict(state.get("generator_ema", state["generator"]))
         self.discriminator.load_state_dict(state["discriminator"])
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_d.load_state_dict(state["opt_d"])
@@ -281,15 +305,18 @@ class StyleTrainer:
                     f_photo = self._feat(photo)
                 outs = out if v3 else (out,)
                 terms["init_content"] = w.content * sum(content_loss(f_photo, self._feat(o)) for o in outs)
-            self._g_update(terms)
+            self._g_update(terms, step)
             return {f"loss_{k}": float(v.detach()) for k, v in terms.items()}
 
         _set_lr(self.opt_g, cfg.lr_g)
         _set_lr(self.opt_d, cfg.lr_g * cfg.d_lr_ratio)
         anime, anime_gray = self._move(b.anime), self._move(b.anime_gray)
+        # One G forward serves both updates: D's sees its output detached, before G changes.
+        with self._autocast():
+            out = self.g_train(photo)
         if (step - cfg.pretrain_steps) % cfg.d_every == 0:
             smooth = self._move(b.smooth_gray if cfg.smooth_gray else b.smooth)
-            self._d_update(photo, anime, anime_gray, smooth)
+            self._d_update((out[1] if v3 else out).detach(), anime, anime_gray, smooth)
 
         for p in self.discriminator.parameters():
             p.requires_grad_(False)  # G's step must not touch (or all-reduce) D's gradients
@@ -298,8 +325,7 @@ class StyleTrainer:
                 with torch.no_grad():
                     f_photo = self._feat(photo)
                 if v3:
-                    support, main = self.g_train(photo)
-                    support, main = support.float(), main.float()
+                    support, main = out[0].float(), out[1].float()
                     terms["content"] = w.content * content_loss(f_photo, self._feat(support))
                     terms["gray_style"] = w.gray_style * gray_style_loss(self._feat, support, anime_gray)
                     terms["color"] = w.color * color_loss(photo, main)
@@ -312,7 +338,7 @@ class StyleTrainer:
                     terms["domain"] = w.domain * domain_loss(main, support, f_main, f_revised)
                     fake = main
                 else:
-                    fake = self.g_train(photo).float()
+                    fake = out.float()
                     f_fake = self._feat(fake)
                     with torch.no_grad():
                         f_gray = self._feat(anime_gray)
@@ -321,7 +347,7 @@ class StyleTrainer:
                     terms["color"] = w.color * color_loss(photo, fake)
                 terms["tv"] = w.tv * tv_loss(fake)
                 terms["adv_g"] = w.adv_g * g_adv_loss(self.discriminator(fake).float(), cfg.gan_loss)
-            self._g_update(terms)
+            self._g_update(terms, step)
         finally:
             for p in self.discriminator.parameters():
                 p.requires_grad_(True)
@@ -330,17 +356,21 @@ class StyleTrainer:
         values.update(self.last_d)
         return values
 
-    def _g_update(self, terms: dict[str, torch.Tensor]) -> None:
+    def _g_update(self, terms: dict[str, torch.Tensor], step: int) -> None:
         loss = sum(terms.values())
         self.opt_g.zero_grad(set_to_none=True)
         loss.backward()
         _clip(self.generator.parameters(), self.cfg.grad_clip)
         self.opt_g.step()
+        if self.generator_ema is not None:
+            # The ramp lets a new EMA forget its random start; a warm-started one has nothing to forget.
+            decay = self.cfg.ema_decay
+            ema_update(self.generator_ema, self.generator,
+                       decay if self.cfg.init_from else min(decay, (1 + step) / (10 + step)))
 
-    def _d_update(self, photo: torch.Tensor, anime: torch.Tensor, gray: torch.Tensor, smooth: torch.Tensor) -> None:
+    def _d_update(self, fake: torch.Tensor, anime: torch.Tensor, gray: torch.Tensor, smooth: torch.Tensor) -> None:
+        """One D step on this step's anime, G's output (detached; the main tail for v3), gray and smoothed anime."""
         cfg, w = self.cfg, self.weights
-        with torch.no_grad(), self._autocast():
-            fake = self.generator(photo)  # the main tail for v3
         n = anime.shape[0]
         with self._autocast():
             # One D pass over all four kinds: one DDP forward per backward, one spectral-norm step.
@@ -362,15 +392,15 @@ class StyleTrainer:
         x = self._move(photos)
         rows = [photos]
         if self.cfg.recipe == "v3":
-            support, main = self.generator.forward_both(x)
+            support, main = self.sampler.forward_both(x)
             rows += [support.cpu(), main.cpu()]
         else:
-            rows.append(self.generator(x).cpu())
+            rows.append(self.sampler(x).cpu())
         return image_rows_grid(rows)
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        """The current generator's figures on the held-out photos, as ``train.evaluate_style`` measures them.
+        """The sampler's figures on the held-out photos, as ``train.evaluate_style`` measures them.
 
         The untouched photos' figures (``baseline_*``, ``content_unrelated``) are computed once per
         process and repeated in each result. Global RNG states are restored afterwards, so an
@@ -396,31 +426,32 @@ class StyleTrainer:
 
     @torch.no_grad()
     def stylize_eval_photos(self, batch: int = 4) -> list[torch.Tensor]:
-        """The held-out photos through the current generator (eval mode, the training autocast), on the CPU."""
+        """The held-out photos through the sampler (eval mode, the training autocast), on the CPU."""
         out: list[torch.Tensor] = [torch.empty(0)] * len(self.eval_images)
         by_size: dict[tuple[int, ...], list[int]] = {}
         for i, photo in enumerate(self.eval_images):
             by_size.setdefault(tuple(photo.shape), []).append(i)
-        was_training = self.generator.training
-        self.generator.eval()
+        generator = self.sampler
+        was_training = generator.training
+        generator.eval()
         try:
             for indices in by_size.values():
                 for start in range(0, len(indices), batch):
                     chunk = indices[start:start + batch]
                     x = self._move(torch.cat([self.eval_images[i] for i in chunk]))
                     with self._autocast():
-                        y = self.generator(x)
+                        y = generator(x)
                     for i, one in zip(chunk, y.float().clamp(-1, 1).cpu().split(1)):
                         out[i] = one.contiguous()
         finally:
-            self.generator.train(was_training)
+            generator.train(was_training)
         return out
 
     def keep_best(self, figures: dict[str, float], trained_s: float) -> None:
         """Keep the generator of this step as the run's best (the export of a campaign), with its figures."""
         from .evaluate_style import FIGURES
 
-        self.run_folder.save_best(self.step, {"generator": self.generator.state_dict(), "trained_s": trained_s,
+        self.run_folder.save_best(self.step, {"generator": self.sampler.state_dict(), "trained_s": trained_s,
                                               "images_seen": self.images_seen,
                                               "figures": {k: float(figures[k]) for k in FIGURES}})
 
@@ -439,6 +470,10 @@ class StyleTrainer:
             state = rf.load_latest_checkpoint(map_location=self.device, set_aside_damaged=main)
             if state is not None:
                 self.load_state_dict(state)
+            elif self._warm_start_pending:  # every checkpoint was damaged: start again from the warm start
+                warm_start(self.generator, cfg)
+                if self.generator_ema is not None:
+                    self.generator_ema.load_state_dict(self.generator.state_dict())
             if main:
                 rf.truncate_metrics(self.step)  # those lines are redone
                 # From the kept lines: a best.pt of a later step (a crash before its checkpoint) is
@@ -659,7 +694,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 # What may change when resuming: nothing that alters the arithmetic of a step.
 RESUME_OVERRIDABLE = ("steps", "sample_every", "checkpoint_every", "log_every", "keep_checkpoints", "device",
-                      "eval_every", "eval_photos", "eval_limit")
+                      "eval_every", "eval_photos", "eval_limit", "ema_decay")
+
+
+def _same_setting(key: str, saved: Any, given: Any, recipe: str) -> bool:
+    """Whether a resumed run's ``key`` is unchanged; network configs compare with their defaults filled in."""
+    if saved == given:
+        return True
+    if key in ("generator", "discriminator") and isinstance(saved, dict) and isinstance(given, dict):
+        arch = RECIPES.get(recipe, "animeganv2") if key == "generator" else "patch_discriminator"
+        try:
+            return asdict(make_config(arch, saved)) == asdict(make_config(arch, given))
+        except ValueError:
+            return False
+    return False
 
 
 def config_from_args(args: argparse.Namespace) -> StyleTrainConfig:
@@ -667,9 +715,12 @@ def config_from_args(args: argparse.Namespace) -> StyleTrainConfig:
     values: dict[str, Any] = {}
     saved = Path(args.out) / "config.json"
     resuming = args.resume and saved.is_file()
+    saved_images = 0  # images a step, over all processes, of the run being resumed
     if resuming:
         known = {f.name for f in dataclasses.fields(StyleTrainConfig)}
-        values = {k: v for k, v in RunFolder(args.out).read_config().items() if k in known}
+        record = RunFolder(args.out).read_config()
+        values = {k: v for k, v in record.items() if k in known}
+        saved_images = int(values.get("batch") or 0) * int(record.get("world_size") or 1)
     flags = {k: getattr(args, k) for k in ("data", "steps", "preset", "recipe", "size", "batch", "init_steps",
                                            "sample_every", "checkpoint_every", "log_every", "device", "seed",
                                            "eval_every", "eval_photos", "eval_limit", "init_from")
@@ -678,10 +729,20 @@ def config_from_args(args: argparse.Namespace) -> StyleTrainConfig:
         flags["amp"] = False
     extra = read_config_arg(args.config) if args.config else {}
     if resuming:
-        changed = [k for k, v in {**extra, **flags}.items()
-                   if k not in RESUME_OVERRIDABLE and k in values and values[k] != v and k != "data"]
+        recipe = str(values.get("recipe", "v2"))
+        # The batch is checked below as images a step: a run may go on under another number of processes.
+        changed = [k for k, v in {**extra, **flags}.items() if k not in RESUME_OVERRIDABLE and k in values
+                   and not _same_setting(k, values[k], v, recipe) and k not in ("data", "batch")]
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        batch = int({**values, **extra, **flags}.get("batch") or 0)
         if changed:
             raise AnimeGANError(f"--resume keeps the run's config; these differ from it: {', '.join(sorted(changed))}")
+        if saved_images and batch * world != saved_images:
+            raise AnimeGANError(f"this run trained on {saved_images} images a step; {world} process(es) of batch "
+                                f"{batch} make {batch * world} (pass --batch {saved_images // world})"
+                                if saved_images % world == 0 else
+                                f"this run trained on {saved_images} images a step, which {world} processes "
+                                "cannot share evenly")
     values.update(extra)
     values.update(flags)
     if not values.get("data"):

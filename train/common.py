@@ -120,3 +120,12 @@ def load_generator_weights(generator: torch.nn.Module, weights: str, kind: str, 
         raise AnimeGANError(f"{weights}: its generator does not fit this run's config ({detail}); "
                             f"its config is {loaded.metadata.get('config')}") from None
     return loaded
+
+
+@torch.no_grad()
+def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    """Move ``ema``'s weights ``1 - decay`` of the way to ``model``'s; buffers are copied."""
+    for pe, p in zip(ema.parameters(), model.parameters()):
+        pe.lerp_(p.detach().to(pe.dtype), 1 - decay)
+    for be, b in zip(ema.buffers(), model.buffers()):
+        be.copy_(b)

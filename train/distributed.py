@@ -2,6 +2,7 @@
 single process. On the CPU the gloo backend runs the same code (used by the tests)."""
 from __future__ import annotations
 
+import datetime
 import os
 from dataclasses import dataclass
 
@@ -9,6 +10,9 @@ import torch
 import torch.distributed as dist
 
 from animegan.device import pick_device
+
+
+WAIT_S = 2 * 3600  # how long a rank waits for the others at a collective before giving up
 
 
 @dataclass
@@ -38,7 +42,10 @@ def setup(device: str | None = None) -> Dist:
         dev, backend = torch.device("cuda", local), "nccl"
     else:
         dev, backend = torch.device("cpu"), "gloo"
-    dist.init_process_group(backend=backend)
+    # The other ranks wait at a barrier while the main one evaluates or samples; the first evaluation
+    # also measures the whole anime set (minutes on a CPU), which could pass the defaults (NCCL's
+    # 10 minutes, gloo's 30).
+    dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=WAIT_S))
     return Dist(rank=rank, world_size=world, local_rank=local, device=dev)
 
 

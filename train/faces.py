@@ -38,7 +38,7 @@ from animegan.runs import RunFolder, RunFolderInUse
 
 from . import distributed
 from . import splits
-from .common import GracefulStop, load_generator_weights, read_config_arg, step_generator
+from .common import GracefulStop, ema_update, load_generator_weights, read_config_arg, step_generator
 from .data import ImageFolderDataset, augment, list_images, report_skipped
 from .diffaugment import diff_augment, parse_policy
 from .losses import d_fake_loss, d_real_loss, g_adv_loss
@@ -123,14 +123,6 @@ def config_from_dict(values: dict[str, Any]) -> FaceTrainConfig:
     if unknown:
         raise AnimeGANError(f"unknown face training config keys: {', '.join(unknown)}")
     return FaceTrainConfig(**values)
-
-
-@torch.no_grad()
-def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
-    for pe, p in zip(ema.parameters(), model.parameters()):
-        pe.lerp_(p.detach().to(pe.dtype), 1 - decay)
-    for be, b in zip(ema.buffers(), model.buffers()):
-        be.copy_(b)
 
 
 def warm_start(G: nn.Module, G_ema: nn.Module | None, weights: str) -> None:
