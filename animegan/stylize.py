@@ -163,6 +163,11 @@ class Stylizer:
                     results[i] = prepared[i].finish(out, options)
         return results  # type: ignore[return-value]
 
+    def work_cap(self, side: int | None, fallback: int = 0) -> int:
+        """The long side the network works at, at most: ``side`` (0: no cap), or for None the style's
+        working size (``fallback`` for a style that records none). Photos and video frames alike."""
+        return (self.working_side or fallback) if side is None else int(side)
+
     def _prepare(self, image: ImageInput, options: StyleOptions, name: str | None,
                  notes: list[str] | None = None) -> "_Job":
         src = prepare_image(image, name)
@@ -177,7 +182,7 @@ class Stylizer:
                 rgb = rgb.crop(box).resize((PORTRAIT_SIDE, PORTRAIT_SIDE), Image.Resampling.LANCZOS)
                 alpha = alpha.crop(box).resize(rgb.size, Image.Resampling.LANCZOS) if alpha is not None else None
         work = rgb
-        cap = (self.working_side or options.fallback_side) if options.max_side is None else int(options.max_side)
+        cap = self.work_cap(options.max_side, options.fallback_side)
         if cap and max(rgb.size) > cap:
             scale = cap / max(rgb.size)
             size = (max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale)))

@@ -507,10 +507,9 @@ def stylize_video(input_path: str | os.PathLike[str], output_path: str | os.Path
         raise AnimeGANError(f"{out_path}: the output would overwrite the input")
     if batch_size < 1:
         raise AnimeGANError(f"batch size must be at least 1, not {batch_size}")
-    if max_side is not None and max_side and max_side < 16:
-        raise AnimeGANError(f"max side {max_side} is too small (at least 16)")
-    if work_side is not None and work_side and work_side < 16:
-        raise AnimeGANError(f"working side {work_side} is too small (at least 16, or 0 for the output's size)")
+    for what, side in (("max side", max_side), ("working side", work_side)):
+        if side and side < 16:
+            raise AnimeGANError(f"{what} {side} is too small (at least 16, or 0 for no cap)")
     info = probe_video(source)
     if info.width * info.height > MAX_PIXELS:
         raise AnimeGANError(f"{source}: {info.width}x{info.height} is too large a video "
@@ -534,8 +533,7 @@ def stylize_video(input_path: str | os.PathLike[str], output_path: str | os.Path
             if crop is None:
                 warnings.append(f"{source.name}: no face found at the start; the whole frame was stylized")
         model = stylizer or get_stylizer(style, device, half, compile_mode=compile_mode, portrait=portrait)
-        plan = plan_geometry(info.width, info.height, crop, max_side or None, keep_size,
-                             model.working_side if work_side is None else int(work_side))
+        plan = plan_geometry(info.width, info.height, crop, max_side or None, keep_size, model.work_cap(work_side))
         with atomic_path(out_path) as tmp:
             video_tmp = tmp.with_name(tmp.name + ".video.mp4")
             try:
@@ -569,9 +567,9 @@ def stylize_video(input_path: str | os.PathLike[str], output_path: str | os.Path
                 video_tmp.unlink(missing_ok=True)
     finally:
         reader.close()
-    return VideoResult(out_path, frames, fps, seconds, had_audio,
-                       plan.out[0], plan.out[1], warnings, pipe.peak, round(pipe.model_s, 3), round(pipe.wait_s, 3),
-                       plan.work[0], plan.work[1])
+    return VideoResult(out_path, frames, fps, seconds, had_audio, plan.out[0], plan.out[1], warnings,
+                       peak_queued=pipe.peak, model_seconds=round(pipe.model_s, 3),
+                       model_wait_seconds=round(pipe.wait_s, 3), work_width=plan.work[0], work_height=plan.work[1])
 
 
 def _span(source: Path, info: VideoInfo, fps: float, total: int, start: float | None,

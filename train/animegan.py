@@ -32,7 +32,6 @@ import contextlib
 import copy
 import dataclasses
 import math
-import os
 import signal
 import sys
 import time
@@ -55,8 +54,8 @@ from animegan.names import check_name
 from animegan.runs import RunFolder
 
 from . import distributed
-from .common import (GracefulStop, ema_update, image_rows_grid, load_generator_weights, read_config_arg, rng_state,
-                     set_rng_state, step_generator)
+from .common import (GracefulStop, ema_decay_at, ema_update, image_rows_grid, load_generator_weights, read_config_arg,
+                     rng_state, set_rng_state, step_generator)
 from .losses import (GAN_LOSSES, PRESETS, color_loss, content_loss, d_adv_loss, domain_loss, g_adv_loss,
                      gray_style_loss, preset_weights, region_smoothing_loss, revision_target, style_loss,
                      superpixel_average, tv_loss)
@@ -363,10 +362,8 @@ class StyleTrainer:
         _clip(self.generator.parameters(), self.cfg.grad_clip)
         self.opt_g.step()
         if self.generator_ema is not None:
-            # The ramp lets a new EMA forget its random start; a warm-started one has nothing to forget.
-            decay = self.cfg.ema_decay
             ema_update(self.generator_ema, self.generator,
-                       decay if self.cfg.init_from else min(decay, (1 + step) / (10 + step)))
+                       ema_decay_at(self.cfg.ema_decay, step, bool(self.cfg.init_from)))
 
     def _d_update(self, fake: torch.Tensor, anime: torch.Tensor, gray: torch.Tensor, smooth: torch.Tensor) -> None:
         """One D step on this step's anime, G's output (detached; the main tail for v3), gray and smoothed anime."""
@@ -733,7 +730,7 @@ def config_from_args(args: argparse.Namespace) -> StyleTrainConfig:
         # The batch is checked below as images a step: a run may go on under another number of processes.
         changed = [k for k, v in {**extra, **flags}.items() if k not in RESUME_OVERRIDABLE and k in values
                    and not _same_setting(k, values[k], v, recipe) and k not in ("data", "batch")]
-        world = int(os.environ.get("WORLD_SIZE", "1"))
+        world = distributed.launched_world_size()
         batch = int({**values, **extra, **flags}.get("batch") or 0)
         if changed:
             raise AnimeGANError(f"--resume keeps the run's config; these differ from it: {', '.join(sorted(changed))}")

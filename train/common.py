@@ -122,6 +122,12 @@ def load_generator_weights(generator: torch.nn.Module, weights: str, kind: str, 
     return loaded
 
 
+def ema_decay_at(decay: float, step: int, warm_started: bool) -> float:
+    """The EMA's decay at ``step``: a ramp lets a new EMA forget its random start; a warm-started one
+    has nothing to forget and takes ``decay`` from the first step."""
+    return decay if warm_started else min(decay, (1 + step) / (10 + step))
+
+
 @torch.no_grad()
 def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
     """Move ``ema``'s weights ``1 - decay`` of the way to ``model``'s; buffers are copied."""

@@ -31,9 +31,14 @@ class Dist:
         return self.world_size > 1
 
 
+def launched_world_size() -> int:
+    """How many processes torchrun started for this run (``WORLD_SIZE``); 1 for a plain process."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def setup(device: str | None = None) -> Dist:
     """Join the process group when launched by torchrun (``WORLD_SIZE`` > 1), else run alone."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    world = launched_world_size()
     if world <= 1:
         return Dist(device=pick_device(device))
     rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))

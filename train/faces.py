@@ -38,7 +38,7 @@ from animegan.runs import RunFolder, RunFolderInUse
 
 from . import distributed
 from . import splits
-from .common import GracefulStop, ema_update, load_generator_weights, read_config_arg, step_generator
+from .common import GracefulStop, ema_decay_at, ema_update, load_generator_weights, read_config_arg, step_generator
 from .data import ImageFolderDataset, augment, list_images, report_skipped
 from .diffaugment import diff_augment, parse_policy
 from .losses import d_fake_loss, d_real_loss, g_adv_loss
@@ -289,9 +289,7 @@ def _loop(cfg, run, dist, export_name, verbose, G, D, G_ema, opt_g, opt_d, scale
         scaler.step(opt_g)
         scaler.update()
         if G_ema is not None:
-            # The ramp lets a new EMA forget its random start; a warm-started one has nothing to forget.
-            decay = cfg.ema_decay if cfg.init_from else min(cfg.ema_decay, (1 + step) / (10 + step))
-            ema_update(G_ema, _unwrap(G), decay)
+            ema_update(G_ema, _unwrap(G), ema_decay_at(cfg.ema_decay, step, bool(cfg.init_from)))
         step += 1
         interval_steps += 1
         with torch.no_grad():
