@@ -36,6 +36,11 @@ def is_style_run(config: dict[str, Any]) -> bool:
     return config.get("trainer") == "animegan" or "recipe" in config
 
 
+def is_upscaler_run(config: dict[str, Any]) -> bool:
+    """True for a config.json written by the face upscaler's trainer (``train.face_upscaler``)."""
+    return config.get("trainer") == "face_upscaler"
+
+
 def face_generator_config(config: dict[str, Any]) -> DCGANConfig:
     """The generator a face run trains, from its config.json; ValueError for an impossible one.
 
@@ -63,7 +68,10 @@ def export_run(run_dir: Path, workdir: Path, name: str | None = None) -> Path:
         return export_style(run_dir, name, weights_folder=workdir, best=None)
     if config.get("arch") in FACE_ARCHS:
         return export_faces(run_dir, name, weights_dir=workdir)
-    raise AnimeGANError(f"{run_dir}: not a run of train.animegan or train.faces; export it first")
+    if is_upscaler_run(config):
+        return export_upscaled_faces(run_dir, name, weights_dir=workdir)
+    raise AnimeGANError(f"{run_dir}: not a run of train.animegan, train.faces or train.face_upscaler; "
+                        "export it first")
 
 
 def _newest_checkpoint(run: RunFolder) -> dict[str, Any]:
@@ -170,6 +178,62 @@ def export_faces(run_dir: str | Path, name: str, weights_dir: str | Path | None 
     path = save_weights(folder / f"{name}.safetensors", state, metadata)
     if sliders:
         # Computed from these weights, never read back from a file of the same name being replaced
+        directions = compute_sliders(FaceGenerator(path, device="cpu").net)
+        save_sliders(path.with_name(f"{name}.sliders.safetensors"), directions)
+    return path
+
+
+def export_upscaled_faces(run_dir: str | Path, name: str, weights_dir: str | Path | None = None,
+                          generator: str | Path | None = None, description: str | None = None,
+                          sliders: bool = True) -> Path:
+    """A 64 px face generator and an upscaler run's best step (else its newest) as one 128 px face model.
+
+    ``generator`` (a face weights name or file) defaults to the one the run evaluated with. The
+    file is an ordinary face weights file (architecture ``dcgan_upscaled``): the Faces tab, the
+    CLI and the Hub use it like any other.
+    """
+    from .models.face_upscaler import UpscaledFacesConfig
+    from .weights import load_weights
+
+    name = check_name(name, "weights name")
+    run = RunFolder(run_dir)
+    config = run.read_config()
+    if not is_upscaler_run(config):
+        raise AnimeGANError(f"{run.path}: not a face upscaler run (train.face_upscaler)")
+    source = generator or config.get("generator")
+    if not source:
+        raise AnimeGANError(f"{run.path}: the run names no generator; pass the 64 px face weights to pair it with")
+    loaded = load_weights(source, kind="faces")
+    if loaded.architecture != "dcgan":
+        raise AnimeGANError(f"{source}: not a plain face generator (a {loaded.architecture} model)")
+    g_config = make_config("dcgan", loaded.metadata.get("config"))
+    if 2 * g_config.image_size != int(config.get("size", 128)):
+        raise AnimeGANError(f"{source}: makes {g_config.image_size} px faces, but the upscaler makes "
+                            f"{config.get('size')} px from half that")
+    state = run.load_best() or _newest_checkpoint(run)
+    u_config = {"channels": int(config["channels"]), "blocks": int(config["blocks"])}
+    tensors = {**{f"generator.{k}": v for k, v in loaded.state_dict.items()},
+               **{f"upscaler.{k}": v for k, v in state["U"].items()}}
+    size = 2 * g_config.image_size
+    g_name = Path(str(source)).stem
+    metadata = {
+        "kind": "faces",
+        "architecture": "dcgan_upscaled",
+        "config": asdict(UpscaledFacesConfig(generator=asdict(g_config), upscaler=u_config)),
+        "description": description or f"Anime faces {size}x{size} ({g_name} and a 2x upscaler, "
+                                      f"{int(state['step'])} steps)",
+        "training_data": {"generator": {"weights": g_name, "steps": loaded.metadata.get("steps"),
+                                        "training_data": loaded.metadata.get("training_data")},
+                          "upscaler": {"folder": str(config.get("data", "")), "training_config": config,
+                                       "step": int(state["step"])}},
+        "steps": loaded.metadata.get("steps"),
+        "metrics": {k: v for k, v in (state.get("metrics") or {}).items()
+                    if k in ("fid", "kid", "fid_real", "psnr")},
+        "licence": FACE_LICENCE_NOTE,
+    }
+    folder = Path(weights_dir) if weights_dir else default_weights_dir()
+    path = save_weights(folder / f"{name}.safetensors", tensors, metadata)
+    if sliders:
         directions = compute_sliders(FaceGenerator(path, device="cpu").net)
         save_sliders(path.with_name(f"{name}.sliders.safetensors"), directions)
     return path

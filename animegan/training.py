@@ -36,14 +36,16 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .errors import AnimeGANError
-from .export import export_faces, export_style, is_style_run
+from .export import export_faces, export_style, export_upscaled_faces, is_style_run, is_upscaler_run
 from .images import image_files, open_image
 from .names import check_name
 from .runs import RunFolder, list_runs, read_metrics
 from .weights import weights_dir
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-KINDS = {"faces": "train.faces", "style": "train.animegan"}
+KINDS = {"faces": "train.faces", "style": "train.animegan"}  # what the tab starts
+# Runs the tab watches, resumes and exports but does not start (the CLI does).
+RUN_MODULES = {**KINDS, "upscaler": "train.face_upscaler"}
 KIND_LABELS = {"faces": "anime faces", "style": "photo-to-anime style"}
 STYLE_SUBFOLDERS = ("real_images", "anime_images")
 LOG_NAME = "log.txt"
@@ -51,8 +53,9 @@ STOP_TIMEOUT_S = 120.0
 MAX_PLOT_POINTS = 400  # per series: a long run's curve stays cheap to send every few seconds
 LIVE_STATES = ("starting", "running", "stopping")
 # What the trainers' evaluations log (train.animegan: fid, kid, content and the untouched photos'
-# baseline_fid, baseline_kid, content_unrelated; train.faces: fid, kid and fid64, kid64 for a 64 px run).
-QUALITY_FIGURE = re.compile(r"(baseline_)?(fid|kid)\d*|content(_unrelated)?")
+# baseline_fid, baseline_kid, content_unrelated; train.faces: fid, kid and fid64, kid64 for a 64 px run;
+# train.face_upscaler: fid, kid of the upscaled generator and fid_real of the upscaled held-out faces).
+QUALITY_FIGURE = re.compile(r"(baseline_)?(fid|kid)(\d*|_real)|content(_unrelated)?")
 KID_SCALE = 1000  # KID (0.001 to 1) is plotted x1000, beside FID (10 to 400): the usual way to quote it
 
 
@@ -385,8 +388,8 @@ def format_duration(seconds: float) -> str:
 
 
 def run_kind(config: dict[str, Any]) -> str:
-    """Which trainer wrote a config.json."""
-    return "style" if is_style_run(config) else "faces"
+    """Which trainer wrote a config.json: "style", "upscaler" (the face upscaler) or "faces"."""
+    return "style" if is_style_run(config) else "upscaler" if is_upscaler_run(config) else "faces"
 
 
 def log_tail(path: str | os.PathLike[str], lines: int = 15, max_bytes: int = 16384) -> str:
@@ -528,17 +531,17 @@ class TrainingManager:
         run.mkdir(parents=True, exist_ok=True)
         self._close_log()
         log = open(run / LOG_NAME, "ab", buffering=0)
-        log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join([KINDS[kind], '--out', str(run), *args])}\n"
-                  .encode())
+        command = " ".join([RUN_MODULES[kind], "--out", str(run), *args])
+        log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {command}\n".encode())
         env = dict(os.environ)
         # The trainers are modules of this checkout: make them importable whatever the app's cwd.
         env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), *filter(None, [env.get("PYTHONPATH")])])
         env["PYTHONUNBUFFERED"] = "1"
         env.setdefault("TQDM_MININTERVAL", "10")  # a progress bar in a log file: an update now and then
         try:
-            proc = subprocess.Popen([self.python, "-m", KINDS[kind], "--out", str(run), *args], cwd=str(REPO_ROOT),
-                                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                    start_new_session=True)
+            proc = subprocess.Popen([self.python, "-m", RUN_MODULES[kind], "--out", str(run), *args],
+                                    cwd=str(REPO_ROOT), stdin=subprocess.DEVNULL, stdout=log,
+                                    stderr=subprocess.STDOUT, env=env, start_new_session=True)
         except OSError as exc:
             log.close()
             raise AnimeGANError(f"could not start the trainer: {exc}") from None
@@ -707,6 +710,8 @@ class TrainingManager:
             raise AnimeGANError(f"weights {weights_name!r} already exist in {target.parent}: pick another name")
         if kind == "faces":
             return export_faces(run, weights_name)
+        if kind == "upscaler":  # with the generator the run was evaluated with: one 128 px face model
+            return export_upscaled_faces(run, weights_name)
         return export_style(run, weights_name, best=None)  # the best evaluated step when there is one
 
 

@@ -291,6 +291,19 @@ def _check_shapes(state: dict[str, torch.Tensor], reference: dict[str, torch.Ten
 MAX_CONFIG_INT = 8192
 
 
+def _config_numbers(config: Any, prefix: str = "") -> list[tuple[str, float]]:
+    """Every number in a config, nested ones (a composed network's parts) named ``part.key``."""
+    if not isinstance(config, dict):
+        return []
+    found: list[tuple[str, float]] = []
+    for key, value in config.items():
+        if isinstance(value, dict):
+            found += _config_numbers(value, f"{prefix}{key}.")
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            found.append((f"{prefix}{key}", value))
+    return found
+
+
 def build_from_weights(weights: LoadedWeights) -> nn.Module:
     """Rebuild the network its metadata describes and load the tensors (shapes checked first).
 
@@ -299,9 +312,8 @@ def build_from_weights(weights: LoadedWeights) -> nn.Module:
     config whose tensors are all in the file is then built for real.
     """
     config = weights.metadata.get("config")
-    numbers = config.items() if isinstance(config, dict) else ()
-    for key, value in numbers:
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) > MAX_CONFIG_INT:
+    for key, value in _config_numbers(config):
+        if abs(value) > MAX_CONFIG_INT:
             raise AnimeGANError(f"{weights.source}: implausible architecture config ({key}={value})")
     try:
         with torch.device("meta"):

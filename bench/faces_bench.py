@@ -4,13 +4,15 @@
                                 [--threads N] [--no-train]
 
 Latency: one 128x128 face (batch 1, eval mode, after warm-up), median of repeats, with the
-default widths: the plain way (an eager fp32 NCHW call of the network, as the seeds do) and
-the project's ``FaceGenerator`` (seed -> latent -> PIL, the device policy), with their ratio
-and largest pixel difference. Throughput: training
-images/s of ``train.faces`` on a small made-up folder (median of the logged intervals after
-the first, which pays for start-up), the plain way (``amp`` and ``channels_last`` off: fp32
-NCHW) against the trainer's default fast path (train/precision.py), from the same seed on the
-same data, with the largest difference between the two runs' final sample grids.
+default widths, and for ``faces64_upscaled_128`` the shipped 128 px layout (the 64 px improved
+generator at width 32, then the 2x face upscaler, ``animegan/models/face_upscaler.py``): the
+plain way (an eager fp32 NCHW call of the network, as the seeds do) and the project's
+``FaceGenerator`` (seed -> latent -> PIL, the device policy), with their ratio and largest pixel
+difference. Throughput: training images/s of ``train.faces`` on a small made-up folder (median
+of the logged intervals after the first, which pays for start-up), the plain way (``amp`` and
+``channels_last`` off: fp32 NCHW) against the trainer's default fast path (train/precision.py),
+from the same seed on the same data, with the largest difference between the two runs' final
+sample grids.
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from animegan.faces import FaceGenerator, latent_for_seed  # noqa: E402
 from animegan.models.dcgan import VARIANTS, DCGANGenerator, variant_configs  # noqa: E402
+from animegan.models.face_upscaler import UpscaledFaceGenerator, UpscaledFacesConfig  # noqa: E402
 
 
 def _median_ms(fn, repeats: int, cuda: bool) -> float:
@@ -46,10 +49,17 @@ def _median_ms(fn, repeats: int, cuda: bool) -> float:
     return round(statistics.median(times), 2)
 
 
+def upscaled_generator() -> torch.nn.Module:
+    """The 128 px layout the project ships: faces64's generator (improved, width 32) and the default upscaler."""
+    g, _ = variant_configs("dcgan_improved", 64, g_width=32)
+    return UpscaledFaceGenerator(UpscaledFacesConfig(generator=vars(g), upscaler={}))
+
+
 def latency(variant: str, size: int, device: str, repeats: int = 20) -> dict:
     """The plain way (the seeds' eager fp32 NCHW call) against ``FaceGenerator`` (the project's policy)."""
     torch.manual_seed(0)
-    net = DCGANGenerator(variant_configs(variant, size)[0]).eval()
+    net = (upscaled_generator() if variant == "faces64_upscaled" else
+           DCGANGenerator(variant_configs(variant, size)[0])).eval()
     plain = copy.deepcopy(net).to(device)
     fg = FaceGenerator(net, device=device)
     cuda = fg.device.type == "cuda"
@@ -116,6 +126,7 @@ def main() -> None:
                 continue
             result["trainer"][f"{variant}_{args.train_size}"] = throughput(
                 variant, args.train_size, args.batch, args.steps, args.device, data, Path(tmp) / variant)
+        result["latency_1_face"]["faces64_upscaled_128"] = latency("faces64_upscaled", 128, args.device)
     print(json.dumps(result))
 
 

@@ -8,6 +8,7 @@ from typing import Iterator
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from animegan.errors import AnimeGANError
@@ -125,6 +126,35 @@ def test_fid_cli_refuses_a_style_run_clearly(folders: tuple[Path, Path, Path], t
     assert main(["fid", str(run), str(a)]) == 2
     err = capsys.readouterr().err.strip()
     assert "photo-to-anime style run" in err and "Traceback" not in err and len(err.splitlines()) == 1
+
+
+def test_fid_cli_samples_a_face_weights_file_and_refuses_an_upscaler_run(
+        folders: tuple[Path, Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A weights file is measured by sampling its generator (as the seed's latents make faces);
+    an upscaler run has no generator of its own: one line saying what to measure instead."""
+    from dataclasses import asdict
+
+    from animegan.cli import main
+    from animegan.metrics import compute_stats, fid_from_stats, generator_batches
+    from animegan.models.dcgan import DCGANConfig, DCGANGenerator
+    from animegan.weights import save_weights
+
+    a, _, _ = folders
+    torch.manual_seed(0)
+    net = DCGANGenerator(DCGANConfig(image_size=16, latent_dim=8, width=8, upsample="resize")).eval()
+    path = save_weights(tmp_path / "g.safetensors", net.state_dict(),
+                        {"architecture": "dcgan", "kind": "faces", "config": asdict(net.config)}, dtype=None)
+    assert main(["fid", str(path), str(a), "--samples", "12", "--seed", "3"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    expected = fid_from_stats(compute_stats(generator_batches(net, 12, seed=3), limit=12), compute_stats(a))
+    assert result["count_a"] == 12 and result["fid"] == pytest.approx(expected, rel=1e-4)
+
+    run = tmp_path / "up-run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"trainer": "face_upscaler", "size": 128}))
+    assert main(["fid", str(run), str(a)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "upscaler run" in err and "Traceback" not in err and len(err.splitlines()) == 1
 
 
 # ----------------------------------------------------------------------------------------

@@ -16,7 +16,8 @@ import torch
 from PIL import Image
 
 from animegan.runs import RunFolder
-from train.faces import main
+from animegan.models.dcgan import DCGANGenerator
+from train.faces import FaceTrainConfig, main
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {"g_width": 8, "d_width": 8, "image_size": 32, "batch_size": 8, "sample_count": 4, "log_every": 2,
@@ -176,12 +177,14 @@ def test_sigterm_checkpoints_and_exits_zero(data: Path, tiny_config: Path, tmp_p
     assert int(_final_state(out)["step"]) == status["step"] >= 2
 
 
-def test_ddp_two_processes_gloo(data: Path, tiny_config: Path, tmp_path: Path) -> None:
+def test_ddp_two_processes_gloo(data: Path, tmp_path: Path) -> None:
     out = tmp_path / "ddp"
+    config = tmp_path / "warmup.json"  # two steps of D alone, then both: DDP must take a G left out of a step
+    config.write_text(json.dumps({**TINY, "d_warmup": 2}))
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     # --standalone: torchrun picks a free port itself (a port chosen here first could be taken meanwhile).
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "train.faces", *_args(data, out, tiny_config, 4), "--device", "cpu"]
+           "-m", "train.faces", *_args(data, out, config, 4), "--device", "cpu"]
     done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     run = RunFolder(out)
@@ -464,3 +467,29 @@ def test_init_from_starts_a_new_run_from_face_weights(straight: Path, data: Path
     wide.write_text(json.dumps({**TINY, "g_width": 16}))
     assert main(_args(data, tmp_path / "misfit", wide, 1, "--init-from", str(path))) == 2
     assert "does not fit this run's config" in capsys.readouterr().err
+
+
+def test_d_warmup_trains_only_the_new_discriminator_first(straight: Path, data: Path, tmp_path: Path,
+                                                          weights_dir: Path) -> None:
+    """A warm start's G stays as shipped while its new D learns; after the warm-up both train."""
+    from animegan.export import export_faces
+    from animegan.weights import load_weights
+
+    path = export_faces(straight, "warm", weights_dir=weights_dir, sliders=False)
+    shipped = load_weights(str(path)).state_dict
+    config = tmp_path / "warmup.json"
+    config.write_text(json.dumps({**TINY, "d_warmup": 3}))
+    out = tmp_path / "run"
+    assert main(_args(data, out, config, 3, "--init-from", str(path))) == 0
+    warmed = _final_state(out)
+    params = {k for k, _ in DCGANGenerator(FaceTrainConfig(**{**TINY, "d_warmup": 3}).resolved()
+                                             .generator_config()).named_parameters()}
+    for part in ("G", "G_ema"):
+        for key in params:
+            assert torch.equal(warmed[part][key], shipped[key].to(warmed[part][key].dtype)), f"{part}.{key}"
+    assert main(_args(data, tmp_path / "cold", config, 0, "--init-from", str(path))) == 0
+    fresh_d = _final_state(tmp_path / "cold")["D"]
+    assert any(not torch.equal(fresh_d[k], warmed["D"][k]) for k in fresh_d)  # D trained meanwhile
+    assert main(_args(data, out, config, 5, "--resume")) == 0
+    trained = _final_state(out)
+    assert any(not torch.equal(trained["G"][k], warmed["G"][k]) for k in params)

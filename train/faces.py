@@ -83,6 +83,7 @@ class FaceTrainConfig:
     fid_reference: int = 0                # real images for the reference stats; 0: all
     sample_count: int = 16
     init_from: str = ""                   # weights file whose generator a fresh run starts from (warm start)
+    d_warmup: int = 0                     # first steps that train only D (G frozen): a warm start's new D learns first
 
     def resolved(self) -> "FaceTrainConfig":
         """A copy with every variant default filled in (what config.json records)."""
@@ -104,6 +105,8 @@ class FaceTrainConfig:
             c.generator_config()
         except ValueError as exc:
             raise AnimeGANError(f"bad face training config: {exc}") from None
+        if c.d_warmup < 0:
+            raise AnimeGANError("d_warmup must be 0 or more steps")
         if c.batch_size < 1 or c.steps < 0:
             raise AnimeGANError("batch size must be at least 1 and steps at least 0")
         return c
@@ -272,8 +275,10 @@ def _loop(cfg, run, dist, export_name, verbose, G, D, G_ema, opt_g, opt_d, scale
         real = augment(real, gen, cfg.flip, cfg.rotate, cfg.shift).contiguous(memory_format=fmt)
         z = torch.randn(cfg.batch_size, cfg.latent_dim, generator=gen).to(dev)
 
+        warming_up = step < cfg.d_warmup  # G frozen: no graph through it (nor DDP's gradient hooks)
         with autocast():
-            fake = G(z)
+            with torch.no_grad() if warming_up else contextlib.nullcontext():
+                fake = G(z)
             logits_real = D(diff_augment(real, cfg.diffaugment, gen))
             logits_fake = D(diff_augment(fake.detach(), cfg.diffaugment, gen))
             loss_d = d_real_loss(logits_real.float(), cfg.loss) + d_fake_loss(logits_fake.float(), cfg.loss)
@@ -282,14 +287,16 @@ def _loop(cfg, run, dist, export_name, verbose, G, D, G_ema, opt_g, opt_d, scale
         scaler.step(opt_d)
 
         # D's gradients from the generator step are thrown away: no need to all-reduce them.
-        with autocast(), (D.no_sync() if dist.enabled else contextlib.nullcontext()):
+        with autocast(), (D.no_sync() if dist.enabled else contextlib.nullcontext()), \
+                (torch.no_grad() if warming_up else contextlib.nullcontext()):
             loss_g = g_adv_loss(D(diff_augment(fake, cfg.diffaugment, gen)).float(), cfg.loss)
-        opt_g.zero_grad(set_to_none=True)
-        scaler.scale(loss_g).backward()
-        scaler.step(opt_g)
+        if not warming_up:
+            opt_g.zero_grad(set_to_none=True)
+            scaler.scale(loss_g).backward()
+            scaler.step(opt_g)
+            if G_ema is not None:
+                ema_update(G_ema, _unwrap(G), ema_decay_at(cfg.ema_decay, step, bool(cfg.init_from)))
         scaler.update()
-        if G_ema is not None:
-            ema_update(G_ema, _unwrap(G), ema_decay_at(cfg.ema_decay, step, bool(cfg.init_from)))
         step += 1
         interval_steps += 1
         with torch.no_grad():

@@ -14,6 +14,7 @@ from .animeganv2 import AnimeGANv2Config, AnimeGANv2Generator
 from .animeganv3 import AnimeGANv3Config, AnimeGANv3Generator
 from .dcgan import DCGANConfig, DCGANDiscriminator, DCGANDiscriminatorConfig, DCGANGenerator
 from .discriminator import PatchDiscriminator, PatchDiscriminatorConfig
+from .face_upscaler import FaceUpscaler, FaceUpscalerConfig, UpscaledFaceGenerator, UpscaledFacesConfig
 
 # architecture name -> (config dataclass, model class, kind)
 ARCHITECTURES: dict[str, tuple[type, Callable[..., nn.Module], str]] = {
@@ -24,6 +25,9 @@ ARCHITECTURES: dict[str, tuple[type, Callable[..., nn.Module], str]] = {
     # batch_norm) say which (see models/dcgan.py variant_configs).
     "dcgan": (DCGANConfig, DCGANGenerator, "faces"),
     "dcgan_discriminator": (DCGANDiscriminatorConfig, DCGANDiscriminator, "discriminator"),
+    # A 64 px face generator followed by a 2x upscaler: one face generator at 128 px.
+    "dcgan_upscaled": (UpscaledFacesConfig, UpscaledFaceGenerator, "faces"),
+    "face_upscaler": (FaceUpscalerConfig, FaceUpscaler, "upscaler"),
 }
 
 
@@ -45,12 +49,13 @@ def build_model(architecture: str, config: dict[str, Any] | None = None) -> nn.M
 
 
 def architecture_kind(architecture: str) -> str:
-    """'style' (photo -> anime), 'faces' (latent -> face) or 'discriminator'."""
+    """'style' (photo -> anime), 'faces' (latent -> face), 'upscaler' (image -> 2x image) or 'discriminator'."""
     return ARCHITECTURES[architecture][2]
 
 
 __all__ = [
     "ARCHITECTURES", "AnimeGANv2Config", "AnimeGANv2Generator", "AnimeGANv3Config", "AnimeGANv3Generator",
-    "DCGANConfig", "DCGANDiscriminator", "DCGANDiscriminatorConfig", "DCGANGenerator",
+    "DCGANConfig", "DCGANDiscriminator", "DCGANDiscriminatorConfig", "DCGANGenerator", "FaceUpscaler",
+    "FaceUpscalerConfig", "UpscaledFaceGenerator", "UpscaledFacesConfig",
     "PatchDiscriminator", "PatchDiscriminatorConfig", "architecture_kind", "build_model", "make_config",
 ]

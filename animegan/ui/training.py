@@ -93,7 +93,7 @@ def export_weights(view: str | None, weights_name: str, overwrite: bool) -> str:
     path = get_manager().export(name, weights_name, overwrite=bool(overwrite))
     gr.Info(f"saved {path.name}")
     kind = get_manager().status(name).kind
-    where = ("the Faces tab (press ↻ there, or reload the page)" if kind == "faces"
+    where = ("the Faces tab (press ↻ there, or reload the page)" if kind in ("faces", "upscaler")
              else "the Photo and Video style menus (reload the page)")
     return f"Saved **{path.stem}** to `{path}`: pick it in {where}."
 
