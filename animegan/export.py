@@ -174,13 +174,7 @@ def export_faces(run_dir: str | Path, name: str, weights_dir: str | Path | None 
         "metrics": measured,
         "licence": FACE_LICENCE_NOTE,
     }
-    folder = Path(weights_dir) if weights_dir else default_weights_dir()
-    path = save_weights(folder / f"{name}.safetensors", state, metadata)
-    if sliders:
-        # Computed from these weights, never read back from a file of the same name being replaced
-        directions = compute_sliders(FaceGenerator(path, device="cpu").net)
-        save_sliders(path.with_name(f"{name}.sliders.safetensors"), directions)
-    return path
+    return _save_face_weights(name, weights_dir, state, metadata, sliders)
 
 
 def export_upscaled_faces(run_dir: str | Path, name: str, weights_dir: str | Path | None = None,
@@ -231,9 +225,16 @@ def export_upscaled_faces(run_dir: str | Path, name: str, weights_dir: str | Pat
                     if k in ("fid", "kid", "fid_real", "psnr")},
         "licence": FACE_LICENCE_NOTE,
     }
+    return _save_face_weights(name, weights_dir, tensors, metadata, sliders)
+
+
+def _save_face_weights(name: str, weights_dir: str | Path | None, tensors: dict[str, Any], metadata: dict[str, Any],
+                       sliders: bool) -> Path:
+    """Write ``weights/NAME.safetensors`` and, with ``sliders``, the slider directions beside it."""
     folder = Path(weights_dir) if weights_dir else default_weights_dir()
     path = save_weights(folder / f"{name}.safetensors", tensors, metadata)
     if sliders:
+        # Computed from these weights, never read back from a file of the same name being replaced
         directions = compute_sliders(FaceGenerator(path, device="cpu").net)
         save_sliders(path.with_name(f"{name}.sliders.safetensors"), directions)
     return path
