@@ -205,6 +205,8 @@ def export_upscaled_faces(run_dir: str | Path, name: str, weights_dir: str | Pat
         raise AnimeGANError(f"{source}: makes {g_config.image_size} px faces, but the upscaler makes "
                             f"{config.get('size')} px from half that")
     state = run.load_best() or _newest_checkpoint(run)
+    # The run's FID/KID measured its own generator's samples: they describe this pair only if it is that one.
+    same_generator = _same_file(source, config.get("generator"))
     u_config = {"channels": int(config["channels"]), "blocks": int(config["blocks"])}
     tensors = {**{f"generator.{k}": v for k, v in loaded.state_dict.items()},
                **{f"upscaler.{k}": v for k, v in state["U"].items()}}
@@ -222,10 +224,17 @@ def export_upscaled_faces(run_dir: str | Path, name: str, weights_dir: str | Pat
                                        "step": int(state["step"])}},
         "steps": loaded.metadata.get("steps"),
         "metrics": {k: v for k, v in (state.get("metrics") or {}).items()
-                    if k in ("fid", "kid", "fid_real", "psnr")},
+                    if k in (("fid", "kid", "fid_real", "psnr") if same_generator else ("fid_real", "psnr"))},
         "licence": FACE_LICENCE_NOTE,
     }
     return _save_face_weights(name, weights_dir, tensors, metadata, sliders)
+
+
+def _same_file(a: str | Path | None, b: str | Path | None) -> bool:
+    if not a or not b:
+        return False
+    pa, pb = Path(str(a)), Path(str(b))
+    return pa.resolve() == pb.resolve() if pa.is_file() and pb.is_file() else str(a) == str(b)
 
 
 def _save_face_weights(name: str, weights_dir: str | Path | None, tensors: dict[str, Any], metadata: dict[str, Any],

@@ -126,7 +126,11 @@ def test_resume_gives_the_uninterrupted_weights(shapes: Path, tmp_path: Path) ->
     straight, split = tmp_path / "straight", tmp_path / "split"
     assert main(_args(shapes, straight, 20, adv_weight=0.01)) == 0
     assert main(_args(shapes, split, 10, adv_weight=0.01)) == 0
-    assert main(["--out", str(split), "--resume", "--steps", "20", "--quiet"]) == 0
+    # A resume keeps the run's config: another batch is refused, the same data written otherwise is not
+    assert main(["--out", str(split), "--resume", "--steps", "20", "--batch", "3", "--quiet"]) == 2
+    assert RunFolder(split).load_latest_checkpoint()["step"] == 10
+    assert main(["--out", str(split), "--resume", "--steps", "20", "--data", str(shapes / ".." / shapes.name),
+                 "--quiet"]) == 0
     a, b = RunFolder(straight).load_latest_checkpoint(), RunFolder(split).load_latest_checkpoint()
     assert a["step"] == b["step"] == 20
     for part in ("U", "D"):
@@ -177,6 +181,15 @@ def test_training_with_a_generator_measures_its_upscaled_samples(shapes: Path, t
     from animegan.faces import FaceGenerator
 
     assert FaceGenerator(weights_dir / "mine.safetensors", device="cpu").face(3).size == (32, 32)
+    from animegan.export import export_upscaled_faces
+    from animegan.weights import read_metadata
+
+    # The run's FID measured this generator's samples, so its export carries them; paired with another
+    # generator, the export keeps only what measured the upscaler alone.
+    assert RunFolder(out).read_config()["generator"] == str(g_path.resolve())
+    assert read_metadata(weights_dir / "mine.safetensors")["metrics"]["fid"] == pytest.approx(record["fid"])
+    other = export_upscaled_faces(out, "other", generator=_tiny_face_weights(tmp_path / "o", seed=1))
+    assert set(read_metadata(other)["metrics"]) == {"fid_real", "psnr"}
 
 
 # ----------------------------------------------------------------------------------------
@@ -198,6 +211,34 @@ def test_bad_input_gets_one_line(shapes: Path, tmp_path: Path, capsys: pytest.Ca
     assert "at least" in capsys.readouterr().err
     assert main(_args(shapes, tmp_path / "f", 2, size=24)) == 2
     assert "power of two" in capsys.readouterr().err
+    for bad, message in (({"size": 1024}, "power of two"), ({"log_every": 0}, "at least 1"),
+                         ({"eval_samples": 1}, "at least 2"), ({"lr": 0}, "lr must be positive")):
+        assert main(_args(shapes, tmp_path / "g", 2, **bad)) == 2
+        assert message in capsys.readouterr().err
+        assert not (tmp_path / "g").exists()
+
+
+def test_unreadable_held_out_faces_are_skipped(tmp_path: Path) -> None:
+    """A broken file among the held-out faces (sample grid, evaluation) is skipped, not a crash."""
+    import shutil
+
+    from train.splits import is_eval
+
+    data = tmp_path / "faces"
+    data.mkdir()
+    rng = np.random.default_rng(1)
+    names = [f"face_{i:03d}.png" for i in range(60)]
+    broken = [n for n in names if is_eval(n)][0]
+    for name in names:
+        if name == broken:
+            (data / name).write_bytes(b"not an image")
+        else:
+            Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(data / name)
+    out = tmp_path / "run"
+    assert main(_args(data, out, 4, eval_every=4, eval_limit=8)) == 0
+    record = [r for r in RunFolder(out).metrics() if "psnr" in r][-1]
+    assert np.isfinite(record["psnr"]) and np.isfinite(record["fid_real"])
+    shutil.rmtree(out)
 
 
 def test_a_nested_implausible_config_is_refused_before_building(tmp_path: Path) -> None:

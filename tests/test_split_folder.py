@@ -32,9 +32,38 @@ def test_split_is_disjoint_complete_and_rerunnable(tmp_path: Path) -> None:
         split_folder(src, None, tmp_path / "eval")
 
 
+def test_size_writes_the_held_out_faces_shrunk_as_the_trainers_load_them(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    rng = np.random.default_rng(0)
+    names = [f"face_{i:03d}.jpg" for i in range(40)]
+    for name in names:  # 96x80: the short side goes to 32, then a centre crop
+        Image.fromarray(rng.integers(0, 256, (80, 96, 3), dtype=np.uint8)).save(src / name, quality=95)
+    assert main([str(src), "--eval", str(tmp_path / "e32"), "--size", "32"]) == 0
+    held = sorted(n for n in names if is_eval(n))
+    written = sorted((tmp_path / "e32").iterdir())
+    assert [p.name for p in written] == [Path(n).stem + ".png" for n in held] and held
+    from train.data import load_square
+
+    for path, name in zip(written, held):
+        assert not path.is_symlink()
+        assert np.array_equal(np.asarray(Image.open(path)), load_square(src / name, 32))
+    stamps = [p.stat().st_mtime_ns for p in written]
+    assert split_folder(src, None, tmp_path / "e32", size=32)[1] == len(held)  # rerunnable: kept as written
+    assert [p.stat().st_mtime_ns for p in written] == stamps
+    split_folder(src, None, tmp_path / "e32", size=16)  # another size replaces them
+    assert all(Image.open(p).size == (16, 16) for p in written)
+    (src / "sub").mkdir()  # a second file of the same name, in a subfolder: held out too (by name)
+    Image.open(src / held[0]).save(src / "sub" / held[0])
+    with pytest.raises(AnimeGANError, match="would both be written"):
+        split_folder(src, None, tmp_path / "e32", size=16)
+
+
 def test_cli_reports_counts_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main([str(tmp_path / "missing"), "--eval", str(tmp_path / "e")]) == 2
     assert "no such folder" in capsys.readouterr().err
+    assert main([str(tmp_path), "--eval", str(tmp_path / "e"), "--size", "0"]) == 2
+    assert "--size must be at least 1" in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------------------------------

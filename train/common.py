@@ -46,6 +46,21 @@ def read_config_arg(text: str) -> dict[str, Any]:
     return values
 
 
+PATH_KEYS = ("data", "generator", "init_from")  # config values that name a file or folder
+
+
+def check_resume_keeps_config(saved: dict[str, Any], asked: dict[str, Any]) -> None:
+    """Refuse a ``--resume`` that asks for other values than the run's saved config (steps may grow)."""
+    def same(key: str, value: Any) -> bool:
+        if key in PATH_KEYS and value and saved[key]:  # the same file or folder, however it is written
+            return Path(str(value)).resolve() == Path(str(saved[key])).resolve()
+        return saved[key] == value
+
+    changed = sorted(k for k, v in asked.items() if k not in ("steps", "trainer") and k in saved and not same(k, v))
+    if changed:
+        raise AnimeGANError(f"--resume keeps the run's config; these differ from it: {', '.join(changed)}")
+
+
 def step_generator(seed: int, step: int, rank: int = 0) -> torch.Generator:
     """A CPU generator for one step's randomness (batch choice, augmentation, noise).
 

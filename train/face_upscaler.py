@@ -36,10 +36,10 @@ from animegan.models.dcgan import DCGANDiscriminator, DCGANDiscriminatorConfig
 from animegan.models.face_upscaler import FaceUpscaler, FaceUpscalerConfig, UpscaledFaceGenerator, \
     UpscaledFacesConfig
 from animegan.names import check_name
-from animegan.runs import RunFolder
+from animegan.runs import RunFolder, RunFolderInUse
 
 from . import splits
-from .common import GracefulStop, image_rows_grid, read_config_arg, step_generator
+from .common import GracefulStop, check_resume_keeps_config, image_rows_grid, read_config_arg, step_generator
 from .data import ImageFolderDataset, list_images, report_skipped
 from .losses import content_loss, d_fake_loss, d_real_loss, g_adv_loss
 from .perceptual import Perceptual
@@ -82,12 +82,20 @@ class UpscalerTrainConfig:
 
     def resolved(self) -> "UpscalerTrainConfig":
         c = dataclasses.replace(self)
-        if c.size < 16 or c.size % 2:
-            raise AnimeGANError(f"size must be an even number of at least 16, not {c.size}")
+        if c.size < 16 or c.size > 512 or c.size & (c.size - 1):  # the discriminator's sizes
+            raise AnimeGANError(f"size must be a power of two from 16 to 512, not {c.size}")
         if c.batch_size < 1 or c.steps < 0 or c.channels < 1 or c.blocks < 0:
             raise AnimeGANError("batch and channels must be at least 1, steps and blocks at least 0")
         if min(c.l1_weight, c.perceptual_weight, c.adv_weight) < 0:
             raise AnimeGANError("loss weights cannot be negative")
+        if min(c.log_every, c.sample_every, c.checkpoint_every) < 1 or c.eval_every < 0:
+            raise AnimeGANError("log_every, sample_every and checkpoint_every must be at least 1, eval_every 0 or more")
+        if c.eval_samples < 2 or c.eval_limit < 2:
+            raise AnimeGANError("eval_samples and eval_limit must be at least 2 (FID needs two images)")
+        if not c.lr > 0 or not (0 <= c.beta1 < 1 and 0 <= c.beta2 < 1):
+            raise AnimeGANError("lr must be positive and beta1, beta2 in [0, 1)")
+        if c.generator and Path(c.generator).is_file():  # an absolute path: the app exports from elsewhere
+            c.generator = str(Path(c.generator).resolve())
         if c.perceptual == "auto" and c.perceptual_weight:
             from .perceptual import vgg19_available
 
@@ -161,7 +169,9 @@ def train(cfg: UpscalerTrainConfig, out: str | Path, resume: bool = False, expor
         stop.install()
     try:
         return _train(cfg, run, resume, export_name, verbose, stop)
-    except AnimeGANError as exc:
+    except RunFolderInUse:
+        raise  # the folder belongs to another run: its status is not ours to overwrite
+    except BaseException as exc:
         if run.path.is_dir():
             run.write_status("failed", error=str(exc)[:300])
         raise
@@ -183,9 +193,7 @@ class _Eval:
 
         if not held:
             raise AnimeGANError("evaluation needs held-out faces: keep holdout on")
-        chosen = held[: cfg.eval_limit]
-        self.hr = ImageFolderDataset(chosen, cfg.size, verbose=False).load_batch(range(len(chosen)))
-        self.lr = ImageFolderDataset(chosen, cfg.size // 2, verbose=False).load_batch(range(len(chosen)))
+        self.hr, self.lr = _held_pairs(held[: cfg.eval_limit], cfg.size)
         self.reference = compute_stats(held, device=dev)  # every held-out face, cached by the metrics module
         self.generator = load_face_generator(cfg.generator, cfg.size).to(dev) if cfg.generator else None
         self.dev = dev
@@ -207,6 +215,13 @@ class _Eval:
             values["kid"] = kid_from_features(stats.features, self.reference.features, subsets=20)[0]
         upscaler.train(was_training)
         return values
+
+
+def _held_pairs(files: list[Path], size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The readable ones of ``files`` at ``size`` and at half of it (unreadable faces are skipped)."""
+    hr = ImageFolderDataset(files, size, preload=True, verbose=False)  # drops what it cannot read
+    lr = ImageFolderDataset(hr.files, size // 2, preload=True, verbose=False)
+    return hr.load_batch(range(len(hr))), lr.load_batch(range(len(lr)))
 
 
 def _composite(generator: nn.Module, upscaler: FaceUpscaler) -> UpscaledFaceGenerator:
@@ -239,13 +254,14 @@ def _train(cfg: UpscalerTrainConfig, run: RunFolder, resume: bool, export_name: 
     fmt = precision.memory_format
 
     hr_data = ImageFolderDataset(train_files, cfg.size, verbose=False)
-    lr_data = ImageFolderDataset(hr_data.files, cfg.size // 2, verbose=False)  # the same readable files, in order
+    # The same readable files, in the same order (and preloaded alike, so the same ones are dropped).
+    lr_data = ImageFolderDataset(hr_data.files, cfg.size // 2, preload=hr_data.cache is not None, verbose=False)
     if hr_data.skipped:
         report_skipped(hr_data.skipped)
 
     torch.manual_seed(cfg.seed)
     U = FaceUpscaler(cfg.upscaler_config()).to(dev, memory_format=fmt)
-    D = DCGANDiscriminator(DCGANDiscriminatorConfig(image_size=_d_size(cfg.size), width=cfg.d_width,
+    D = DCGANDiscriminator(DCGANDiscriminatorConfig(image_size=cfg.size, width=cfg.d_width,
                                                     spectral_norm=True, batch_norm=False)).to(dev, memory_format=fmt)
     opt_u = torch.optim.Adam(U.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
     opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
@@ -266,7 +282,8 @@ def _train(cfg: UpscalerTrainConfig, run: RunFolder, resume: bool, export_name: 
     if resume:
         run.truncate_metrics(start)
     best = run.load_best() if resume else None
-    best_score = best.get("score", math.inf) if best else math.inf
+    # A best step after the resumed one (its checkpoint was damaged and set aside) is redone, not trusted.
+    best_score = best.get("score", math.inf) if best and int(best.get("step", 0)) <= start else math.inf
 
     def checkpoint(step: int) -> None:
         run.save_checkpoint(step, {"U": U.state_dict(), "D": D.state_dict(), "opt_U": opt_u.state_dict(),
@@ -275,9 +292,7 @@ def _train(cfg: UpscalerTrainConfig, run: RunFolder, resume: bool, export_name: 
     evaluation: _Eval | None = None
     sample_hr = sample_lr = generated = None
     if held:
-        picks = held[:SAMPLE_FACES]
-        sample_hr = ImageFolderDataset(picks, cfg.size, verbose=False).load_batch(range(len(picks)))
-        sample_lr = ImageFolderDataset(picks, cfg.size // 2, verbose=False).load_batch(range(len(picks)))
+        sample_hr, sample_lr = _held_pairs(held[:SAMPLE_FACES], cfg.size)
     if sample_generator is not None:  # the same latents at every step, as the face trainer's grids
         z = torch.randn(SAMPLE_FACES, sample_generator.latent_dim,
                         generator=torch.Generator().manual_seed(cfg.seed + 1))
@@ -370,13 +385,6 @@ def _train(cfg: UpscalerTrainConfig, run: RunFolder, resume: bool, export_name: 
     return 0
 
 
-def _d_size(size: int) -> int:
-    """The discriminator's input side: the DCGAN discriminator takes powers of two."""
-    if size & (size - 1):
-        raise AnimeGANError(f"size must be a power of two for the discriminator, not {size}")
-    return size
-
-
 @torch.no_grad()
 def _sample_grid(upscaler: FaceUpscaler, lr: torch.Tensor, hr: torch.Tensor, dev: torch.device,
                  generated: torch.Tensor | None = None) -> Any:
@@ -430,11 +438,7 @@ def main(argv: list[str] | None = None) -> int:
         run = RunFolder(args.out)
         if args.resume and run.config_path.is_file():
             saved = run.read_config()
-            changed = sorted(k for k, v in values.items() if k not in ("steps", "trainer") and k in saved
-                             and saved[k] != v
-                             and not (k == "data" and Path(v).resolve() == Path(saved[k]).resolve()))
-            if changed:
-                raise AnimeGANError(f"--resume keeps the run's config; these differ from it: {', '.join(changed)}")
+            check_resume_keeps_config(saved, values)
             values.setdefault("steps", saved.get("steps"))
         cfg = config_from_dict(values)
         if args.export and not (cfg.generator or (args.resume and run.config_path.is_file()

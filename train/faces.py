@@ -38,7 +38,8 @@ from animegan.runs import RunFolder, RunFolderInUse
 
 from . import distributed
 from . import splits
-from .common import GracefulStop, ema_decay_at, ema_update, load_generator_weights, read_config_arg, step_generator
+from .common import GracefulStop, check_resume_keeps_config, ema_decay_at, ema_update, load_generator_weights, \
+    read_config_arg, step_generator
 from .data import ImageFolderDataset, augment, list_images, report_skipped
 from .diffaugment import diff_augment, parse_policy
 from .losses import d_fake_loss, d_real_loss, g_adv_loss
@@ -277,7 +278,12 @@ def _loop(cfg, run, dist, export_name, verbose, G, D, G_ema, opt_g, opt_d, scale
 
         warming_up = step < cfg.d_warmup  # G frozen: no graph through it (nor DDP's gradient hooks)
         with autocast():
-            with torch.no_grad() if warming_up else contextlib.nullcontext():
+            if warming_up:  # eval mode too: batch norm's running statistics stay as they were
+                G.eval()
+                with torch.no_grad():
+                    fake = G(z)
+                G.train()
+            else:
                 fake = G(z)
             logits_real = D(diff_augment(real, cfg.diffaugment, gen))
             logits_fake = D(diff_augment(fake.detach(), cfg.diffaugment, gen))
@@ -474,16 +480,6 @@ def asked_values(args: argparse.Namespace) -> dict[str, Any]:
     return values
 
 
-def config_changes(saved: dict[str, Any], asked: dict[str, Any]) -> list[str]:
-    """The keys ``asked`` sets to other values than the run's saved config (steps may always grow)."""
-    def same(key: str, value: Any) -> bool:
-        if key == "data":  # the same folder, however it is written
-            return Path(str(value)).resolve() == Path(str(saved[key])).resolve()
-        return saved[key] == value
-
-    return sorted(k for k, v in asked.items() if k != "steps" and k in saved and not same(k, v))
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -492,9 +488,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = config_from_args(args)
         run = RunFolder(args.out)
         if args.resume and run.config_path.is_file():  # a resumed run keeps its config; only steps may grow
-            changed = config_changes(run.read_config(), asked_values(args))
-            if changed:
-                raise AnimeGANError(f"--resume keeps the run's config; these differ from it: {', '.join(changed)}")
+            check_resume_keeps_config(run.read_config(), asked_values(args))
         if args.resume and args.steps is None:
             cfg.steps = run.read_config().get("steps", cfg.steps)
         if not args.resume and not cfg.data:

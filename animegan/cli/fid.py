@@ -17,7 +17,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                                         "weights file (.safetensors)")
     p.add_argument("reference", metavar="DIR", help="reference image folder (statistics cached)")
     p.add_argument("--kid", action="store_true", help="also compute KID (always printed when cheap)")
-    p.add_argument("--samples", type=int, default=5000, help="generated images when the first argument is a run")
+    p.add_argument("--samples", type=int, default=5000, help="generated images when the first argument is a run or weights file")
     p.add_argument("--limit", type=int, help="use at most this many images of each folder")
     p.add_argument("--seed", type=int, default=0, help="latent seed for generated samples")
     p.add_argument("--device", help="cpu, cuda ... (default: auto)")
