@@ -36,9 +36,9 @@ EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
 FACE_GRID_SEEDS = tuple(range(16))
 # Keys that only make sense on the machine that trained the model (local paths).
 _PRIVATE_KEYS = ("run",)
-# Keys, at any depth, whose values are local folders: published as the folder's name alone
-# ("anime_faces"), which says what the data was without showing the trainer's disk.
-_PATH_KEYS = {"folder", "data", "photos", "anime", "eval_photos", "fid_reference"}
+# Keys, at any depth, whose values are local folders or files: published as the last name alone
+# ("anime_faces", "faces64.safetensors"), which says what was used without showing the trainer's disk.
+_PATH_KEYS = {"folder", "data", "photos", "anime", "eval_photos", "fid_reference", "generator", "init_from"}
 
 
 # ----------------------------------------------------------------------------------------

@@ -124,13 +124,15 @@ def test_training_beats_bilinear_on_held_out_shapes(trained: Path) -> None:
 
 def test_resume_gives_the_uninterrupted_weights(shapes: Path, tmp_path: Path) -> None:
     straight, split = tmp_path / "straight", tmp_path / "split"
-    assert main(_args(shapes, straight, 20, adv_weight=0.01)) == 0
-    assert main(_args(shapes, split, 10, adv_weight=0.01)) == 0
-    # A resume keeps the run's config: another batch is refused, the same data written otherwise is not
+    assert main(_args(shapes, straight, 20, adv_weight=0.01, perceptual_weight=0.01)) == 0
+    assert main(_args(shapes, split, 10, adv_weight=0.01, perceptual_weight=0.01)) == 0
+    assert RunFolder(split).read_config()["perceptual"] in ("inception", "vgg19")  # "auto", resolved
+    # A resume keeps the run's config: another batch is refused; the same data written otherwise, or
+    # "auto" for the perceptual network the run resolved, is not
     assert main(["--out", str(split), "--resume", "--steps", "20", "--batch", "3", "--quiet"]) == 2
     assert RunFolder(split).load_latest_checkpoint()["step"] == 10
     assert main(["--out", str(split), "--resume", "--steps", "20", "--data", str(shapes / ".." / shapes.name),
-                 "--quiet"]) == 0
+                 "--config", '{"perceptual": "auto"}', "--quiet"]) == 0
     a, b = RunFolder(straight).load_latest_checkpoint(), RunFolder(split).load_latest_checkpoint()
     assert a["step"] == b["step"] == 20
     for part in ("U", "D"):

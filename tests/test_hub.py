@@ -448,6 +448,15 @@ def test_published_metadata_names_data_folders_without_local_paths() -> None:
     assert published["metrics"] == meta["metrics"] and published["config"] == meta["config"]
     assert hub.public_metadata({"training_data": {"folder": "C:\\Users\\bob\\pics\\"}})["training_data"] == {
         "folder": "pics"}
+    # A 128 px face model names the 64 px generator and any warm start it trained with: by file name only.
+    meta = json.loads((Path(__file__).resolve().parents[1] / "weights" / "faces128.json").read_text())
+    meta["training_data"]["upscaler"]["training_config"].update(generator="/home/alice/w/faces64.safetensors",
+                                                                init_from="/home/alice/w/old.safetensors")
+    published = hub.public_metadata(meta)
+    assert "home/alice" not in json.dumps(published) and "/" not in json.dumps(published["training_data"])
+    upscaler = published["training_data"]["upscaler"]["training_config"]
+    assert (upscaler["generator"], upscaler["init_from"]) == ("faces64.safetensors", "old.safetensors")
+    assert published["config"] == meta["config"] and published["metrics"] == meta["metrics"]
 
 
 def test_readme_front_matter_makes_a_gradio_space() -> None:

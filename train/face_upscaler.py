@@ -438,7 +438,8 @@ def main(argv: list[str] | None = None) -> int:
         run = RunFolder(args.out)
         if args.resume and run.config_path.is_file():
             saved = run.read_config()
-            check_resume_keeps_config(saved, values)
+            # "auto" names no network: the run's recorded choice stands
+            check_resume_keeps_config(saved, {k: v for k, v in values.items() if (k, v) != ("perceptual", "auto")})
             values.setdefault("steps", saved.get("steps"))
         cfg = config_from_dict(values)
         if args.export and not (cfg.generator or (args.resume and run.config_path.is_file()
