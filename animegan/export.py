@@ -177,6 +177,21 @@ def export_faces(run_dir: str | Path, name: str, weights_dir: str | Path | None 
     return _save_face_weights(name, weights_dir, state, metadata, sliders)
 
 
+def upscaler_base(weights: str | Path, size: int) -> tuple[Any, Any]:
+    """The plain face generator a 2x upscaler to ``size`` px runs on: (its ``LoadedWeights``, the built
+    network, fp32); one line naming the file when it is another model or makes another size."""
+    from .weights import build_from_weights, load_weights
+
+    loaded = load_weights(weights, kind="faces")
+    if loaded.kind != "faces" or loaded.architecture != "dcgan":
+        raise AnimeGANError(f"{weights}: not a plain face generator (a {loaded.architecture} {loaded.kind} model)")
+    net = build_from_weights(loaded).float()
+    if 2 * net.image_size != size:
+        raise AnimeGANError(f"{weights}: makes {net.image_size} px faces, but the upscaler makes {size} px "
+                            f"from {size // 2} px")
+    return loaded, net
+
+
 def export_upscaled_faces(run_dir: str | Path, name: str, weights_dir: str | Path | None = None,
                           generator: str | Path | None = None, description: str | None = None,
                           sliders: bool = True) -> Path:
@@ -187,7 +202,6 @@ def export_upscaled_faces(run_dir: str | Path, name: str, weights_dir: str | Pat
     CLI and the Hub use it like any other.
     """
     from .models.face_upscaler import UpscaledFacesConfig
-    from .weights import load_weights
 
     name = check_name(name, "weights name")
     run = RunFolder(run_dir)
@@ -197,13 +211,8 @@ def export_upscaled_faces(run_dir: str | Path, name: str, weights_dir: str | Pat
     source = generator or config.get("generator")
     if not source:
         raise AnimeGANError(f"{run.path}: the run names no generator; pass the 64 px face weights to pair it with")
-    loaded = load_weights(source, kind="faces")
-    if loaded.architecture != "dcgan":
-        raise AnimeGANError(f"{source}: not a plain face generator (a {loaded.architecture} model)")
-    g_config = make_config("dcgan", loaded.metadata.get("config"))
-    if 2 * g_config.image_size != int(config.get("size", 128)):
-        raise AnimeGANError(f"{source}: makes {g_config.image_size} px faces, but the upscaler makes "
-                            f"{config.get('size')} px from half that")
+    loaded, base = upscaler_base(source, int(config.get("size", 128)))
+    g_config = base.config
     state = run.load_best() or _newest_checkpoint(run)
     # The run's FID/KID measured its own generator's samples: they describe this pair only if it is that one.
     same_generator = _same_file(source, config.get("generator"))

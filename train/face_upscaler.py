@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from animegan.errors import AnimeGANError
-from animegan.export import export_upscaled_faces
+from animegan.export import export_upscaled_faces, upscaler_base
 from animegan.models.dcgan import DCGANDiscriminator, DCGANDiscriminatorConfig
 from animegan.models.face_upscaler import FaceUpscaler, FaceUpscalerConfig, UpscaledFaceGenerator, \
     UpscaledFacesConfig
@@ -116,16 +116,8 @@ def config_from_dict(values: dict[str, Any]) -> UpscalerTrainConfig:
 
 
 def load_face_generator(weights: str, size: int) -> nn.Module:
-    """The 64 px face generator (fp32, eval) of a face weights file, checked against the run's input size."""
-    from animegan.weights import build_from_weights, load_weights
-
-    loaded = load_weights(weights, kind="faces")
-    if loaded.kind != "faces" or loaded.architecture != "dcgan":
-        raise AnimeGANError(f"{weights}: not a plain face generator (a {loaded.architecture} {loaded.kind} model)")
-    net = build_from_weights(loaded).float().eval().requires_grad_(False)
-    if net.image_size * 2 != size:
-        raise AnimeGANError(f"{weights}: makes {net.image_size} px faces, but this upscaler takes {size // 2} px")
-    return net
+    """The 64 px face generator (fp32, eval) of a face weights file, checked against the run's output size."""
+    return upscaler_base(weights, size)[1].eval().requires_grad_(False)
 
 
 def warm_start(upscaler: FaceUpscaler, weights: str) -> None:
