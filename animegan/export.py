@@ -14,6 +14,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+from .discriminator_file import discriminator_path, save_discriminator
 from .errors import AnimeGANError, first_line
 from .faces import FaceGenerator, compute_sliders, save_sliders
 from .models import make_config
@@ -140,10 +141,12 @@ def export_style(run_dir: str | Path, name: str, weights_folder: str | Path | No
 
 
 def export_faces(run_dir: str | Path, name: str, weights_dir: str | Path | None = None, use_ema: bool = True,
-                 description: str | None = None, sliders: bool = True) -> Path:
+                 description: str | None = None, sliders: bool = True, discriminator: bool = True) -> Path:
     """Write a face run's newest generator (its EMA when there is one) as ``weights/NAME.safetensors``.
 
-    With ``sliders`` the semantic slider directions go beside it (``NAME.sliders.safetensors``).
+    With ``sliders`` the semantic slider directions go beside it (``NAME.sliders.safetensors``);
+    with ``discriminator`` the run's D (``NAME.d.safetensors``), so a warm start from these
+    weights continues the GAN instead of facing a new D.
     """
     name = check_name(name, "weights name")  # the one rule for names that become files under weights/
     run = RunFolder(run_dir)
@@ -174,7 +177,12 @@ def export_faces(run_dir: str | Path, name: str, weights_dir: str | Path | None 
         "metrics": measured,
         "licence": FACE_LICENCE_NOTE,
     }
-    return _save_face_weights(name, weights_dir, state, metadata, sliders)
+    path = _save_face_weights(name, weights_dir, state, metadata, sliders)
+    if discriminator and "D" in ckpt:
+        d_config = {"image_size": g_cfg.image_size, "width": config.get("d_width"),
+                    "spectral_norm": config.get("spectral_norm"), "batch_norm": config.get("d_batch_norm")}
+        save_discriminator(path, ckpt["D"], {"config": d_config, "step": int(ckpt["step"])})
+    return path
 
 
 def upscaler_base(weights: str | Path, size: int) -> tuple[Any, Any]:
@@ -251,6 +259,7 @@ def _save_face_weights(name: str, weights_dir: str | Path | None, tensors: dict[
     """Write ``weights/NAME.safetensors`` and, with ``sliders``, the slider directions beside it."""
     folder = Path(weights_dir) if weights_dir else default_weights_dir()
     path = save_weights(folder / f"{name}.safetensors", tensors, metadata)
+    discriminator_path(path).unlink(missing_ok=True)  # an older export's D belongs to older weights
     if sliders:
         # Computed from these weights, never read back from a file of the same name being replaced
         directions = compute_sliders(FaceGenerator(path, device="cpu").net)

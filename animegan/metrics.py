@@ -155,46 +155,73 @@ def _subset(files: list[Path], limit: int | None) -> list[Path]:
     return sorted(random.Random(0).sample(files, limit))  # fixed choice: the cache stays valid
 
 
-def stats_cache_path(files: list[Path], limit: int | None = None) -> Path:
-    """Cache file for these files' statistics (paths, sizes and mtimes in the key)."""
+def stats_cache_path(files: list[Path], limit: int | None = None, variant: str = "") -> Path:
+    """Cache file for these files' statistics (paths, sizes and mtimes in the key).
+
+    ``variant`` names another way of reading the same files (e.g. shrunk to 64 px), cached apart.
+    """
     from .weights import cache_dir
 
-    digest = hashlib.sha256(json.dumps({"v": CACHE_VERSION, "size": INCEPTION_SIZE, "limit": limit}).encode())
+    key: dict[str, Any] = {"v": CACHE_VERSION, "size": INCEPTION_SIZE, "limit": limit}
+    if variant:
+        key["variant"] = variant
+    digest = hashlib.sha256(json.dumps(key).encode())
     for f in files:
         st = f.stat()
         digest.update(f"{f.resolve()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     return cache_dir() / "fid_stats" / f"{digest.hexdigest()[:32]}.npz"
 
 
+def _read_cached(path: Path) -> FeatureStats | None:
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path) as z:
+            return FeatureStats(z["mu"], z["sigma"], z["features"], int(z["count"]), int(z["skipped"]))
+    except (OSError, ValueError, KeyError):
+        return None  # a damaged cache entry is recomputed
+
+
+def _write_cached(path: Path, stats: FeatureStats) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, mu=stats.mu, sigma=stats.sigma, features=stats.features, count=stats.count,
+                     skipped=stats.skipped)
+
+
 def compute_stats(source: Source, device: str | torch.device | None = None, limit: int | None = None,
-                  batch_size: int = 32, cache: bool = True, progress: bool = False) -> FeatureStats:
+                  batch_size: int = 32, cache: bool = True, progress: bool = False,
+                  cache_as: tuple[list[Path], str] | None = None) -> FeatureStats:
     """Feature statistics of a folder, file list, tensor(s) or iterable of batches.
 
     A folder or file list is cached; ``limit`` takes a fixed random subset of files (or the
-    first ``limit`` generated images).
+    first ``limit`` generated images). Batches read from files in another way are cached too
+    when ``cache_as`` gives (those files, a name for the way); a cached entry is returned
+    without touching ``source``, so a lazy iterable then reads nothing.
     """
     if _is_file_source(source):
         files = _subset(list_source_files(source), limit)  # type: ignore[arg-type]
         cached = stats_cache_path(files, limit) if cache else None
-        if cached is not None and cached.is_file():
-            try:
-                with np.load(cached) as z:
-                    return FeatureStats(z["mu"], z["sigma"], z["features"], int(z["count"]), int(z["skipped"]))
-            except (OSError, ValueError, KeyError):
-                pass  # a damaged cache entry is recomputed
+        stats = _read_cached(cached) if cached is not None else None
+        if stats is not None:
+            return stats
         report: list[str] = []
         feats = features_of(_batches_of_files(files, batch_size, report), device, progress=progress, total=len(files))
         if report:
             print(f"warning: skipped {len(report)} unreadable image(s), e.g. {report[0]}", file=sys.stderr)
         stats = stats_from_features(feats, skipped=len(report))
         if cached is not None:
-            with atomic_path(cached) as tmp:
-                with open(tmp, "wb") as fh:
-                    np.savez(fh, mu=stats.mu, sigma=stats.sigma, features=stats.features, count=stats.count,
-                             skipped=stats.skipped)
+            _write_cached(cached, stats)
+        return stats
+    cached = stats_cache_path(cache_as[0], limit, cache_as[1]) if cache and cache_as else None
+    stats = _read_cached(cached) if cached is not None else None
+    if stats is not None:
         return stats
     feats = features_of(_tensor_batches(source, batch_size), device, limit=limit, progress=progress, total=limit)
-    return stats_from_features(feats)
+    stats = stats_from_features(feats)
+    if cached is not None:
+        _write_cached(cached, stats)
+    return stats
 
 
 def generator_batches(generator: torch.nn.Module, count: int, batch_size: int = 32, seed: int = 0,

@@ -96,6 +96,28 @@ def test_fid_self_is_zero_and_shifted_is_larger(folders: tuple[Path, Path, Path]
     assert stats_cache_path([copy]) != before
 
 
+def test_batches_read_from_files_another_way_are_cached_under_their_own_key(
+        folders: tuple[Path, Path, Path]) -> None:
+    """``cache_as``: the face trainer's 64 px reference is read once, not at every run start."""
+    a, _, cache = folders
+    files = sorted(image_files([a]))
+    pixels = torch.from_numpy(np.stack([np.asarray(Image.open(f).convert("RGB")) for f in files]))
+    small = torch.nn.functional.interpolate(pixels.permute(0, 3, 1, 2).float() / 127.5 - 1, size=32, mode="area")
+    first = compute_stats(iter([small]), device="cpu", cache_as=(files, "area 32"))
+    entry = stats_cache_path(files, None, "area 32")
+    assert entry.is_file() and entry != stats_cache_path(files)  # apart from the files' own statistics
+
+    def unread() -> Iterator[torch.Tensor]:
+        raise AssertionError("the cached entry should have been used")
+        yield  # pragma: no cover
+
+    again = compute_stats(unread(), device="cpu", cache_as=(files, "area 32"))
+    assert np.array_equal(again.mu, first.mu) and again.count == first.count == len(files)
+    plain = compute_stats(files, device="cpu")
+    assert fid_from_stats(plain, first) > 1e-3  # really another reading of the files, not the same stats
+    assert stats_cache_path(files, None, "area 16") != entry
+
+
 def test_errors_are_one_line(tmp_path: Path) -> None:
     with pytest.raises(AnimeGANError, match="no such folder"):
         compute_stats(tmp_path / "missing")

@@ -253,6 +253,40 @@ def test_clear_errors_for_bad_data(tmp_path: Path, tiny_config: Path, capsys: py
     assert "power of two" in capsys.readouterr().err
 
 
+def test_bad_settings_are_refused_before_the_run_folder(data: Path, tiny_config: Path, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """A zero interval, too few FID samples or a zero rate is one clear line, not a crash at its step."""
+    for bad, message in (({"sample_every": 0}, "at least 1"), ({"checkpoint_every": 0}, "at least 1"),
+                         ({"fid_every": 5, "fid_samples": 1}, "at least 2"), ({"lr_d": 0}, "must be positive"),
+                         ({"ema_decay": 1.0}, "ema_decay")):
+        config = tmp_path / "bad.json"
+        config.write_text(json.dumps({**json.loads(tiny_config.read_text()), **bad}))
+        assert main(_args(data, tmp_path / "r", config, 2)) == 2
+        assert message in capsys.readouterr().err
+        assert not (tmp_path / "r").exists()
+
+
+def test_fid_while_training_against_the_held_out_faces_and_them_shrunk(data: Path, tmp_path: Path,
+                                                                         weights_dir: Path) -> None:
+    """``fid_every``: fid/kid against the held-out faces (64 px) and fid32/kid32 against them shrunk to
+    the run's 32 px, in metrics.jsonl; the shrunk reference is read once and cached for later runs."""
+    config = tmp_path / "fid.json"
+    config.write_text(json.dumps({**TINY, "holdout": True, "fid_every": 2, "fid_samples": 6}))
+    assert main(_args(data, tmp_path / "a", config, 2)) == 0
+    record = [r for r in RunFolder(tmp_path / "a").metrics() if "fid" in r][-1]
+    assert record["step"] == 2
+    for key in ("fid", "kid", "fid32", "kid32"):
+        assert np.isfinite(record[key]), key
+    assert record["fid"] > 0 and record["fid32"] > 0 and record["fid32"] != record["fid"]
+    entries = sorted((weights_dir.parent / "cache" / "fid_stats").glob("*.npz"))
+    assert len(entries) == 2  # the faces as they are, and shrunk
+    stamps = [e.stat().st_mtime_ns for e in entries]
+    assert main(_args(data, tmp_path / "b", config, 2)) == 0  # same seed and steps: the same figures
+    again = [r for r in RunFolder(tmp_path / "b").metrics() if "fid" in r][-1]
+    assert again["fid32"] == pytest.approx(record["fid32"], rel=1e-6)
+    assert [e.stat().st_mtime_ns for e in sorted(entries[0].parent.glob("*.npz"))] == stamps  # read, not rewritten
+
+
 def test_data_listing_loading_and_seeded_augmentation(data: Path, tmp_path: Path) -> None:
     from animegan.errors import AnimeGANError
     from train.data import ImageFolderDataset, augment, list_images
@@ -441,7 +475,8 @@ def test_init_from_starts_a_new_run_from_face_weights(straight: Path, data: Path
     from animegan.export import export_faces
     from animegan.weights import load_weights
 
-    path = export_faces(straight, "warm", weights_dir=weights_dir, sliders=False)
+    path = export_faces(straight, "warm", weights_dir=weights_dir, sliders=False, discriminator=False)
+    assert not (weights_dir / "warm.d.safetensors").exists()
     shipped = load_weights(str(path)).state_dict  # as stored (fp16), which is what a new machine has
     out = tmp_path / "warm"
     assert main(_args(data, out, tiny_config, 0, "--init-from", str(path))) == 0  # step 0: the start itself
@@ -469,13 +504,50 @@ def test_init_from_starts_a_new_run_from_face_weights(straight: Path, data: Path
     assert "does not fit this run's config" in capsys.readouterr().err
 
 
+def test_init_from_brings_the_discriminator_exported_beside_the_weights(straight: Path, data: Path,
+                                                                         tiny_config: Path, tmp_path: Path,
+                                                                         weights_dir: Path,
+                                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """An export writes the run's D beside its weights; a warm start continues with it, not a new D."""
+    from animegan.export import export_faces
+    from animegan.weights import load_weights, project_weights, save_weights
+
+    path = export_faces(straight, "warm", weights_dir=weights_dir, sliders=False)
+    sidecar = weights_dir / "warm.d.safetensors"
+    assert sidecar.is_file() and "warm.d" not in project_weights()  # not a model the app lists
+    trained_d = _final_state(straight)["D"]
+    out = tmp_path / "warm"
+    loud = [a for a in _args(data, out, tiny_config, 0, "--init-from", str(path)) if a != "--quiet"]
+    assert main(loud) == 0
+    assert "its discriminator too" in capsys.readouterr().out
+    start = _final_state(out)
+    for key, value in trained_d.items():  # the run's D, as fp16 keeps it
+        assert torch.equal(start["D"][key], value.half().to(value.dtype)), key
+
+    # Another run's D shape: one line naming the file, no run folder work lost.
+    narrow = tmp_path / "narrow.json"
+    narrow.write_text(json.dumps({**TINY, "d_width": 2 * TINY["d_width"]}))
+    assert main(_args(data, tmp_path / "misfit", narrow, 1, "--init-from", str(path))) == 2
+    assert "its discriminator does not fit" in capsys.readouterr().err
+
+    # A D left from an older export of the same name is never paired with newer weights.
+    loaded = load_weights(str(path))
+    changed = {k: (v + 1 if v.dim() == 4 else v) for k, v in loaded.state_dict.items()}
+    save_weights(path, changed, loaded.metadata)
+    assert main(_args(data, tmp_path / "stale", tiny_config, 1, "--init-from", str(path))) == 2
+    assert "made for another version" in capsys.readouterr().err
+    # Exporting again without a D removes the old one.
+    export_faces(straight, "warm", weights_dir=weights_dir, sliders=False, discriminator=False)
+    assert not sidecar.exists()
+
+
 def test_d_warmup_trains_only_the_new_discriminator_first(straight: Path, data: Path, tmp_path: Path,
                                                           weights_dir: Path) -> None:
     """A warm start's G stays as shipped while its new D learns; after the warm-up both train."""
     from animegan.export import export_faces
     from animegan.weights import load_weights
 
-    path = export_faces(straight, "warm", weights_dir=weights_dir, sliders=False)
+    path = export_faces(straight, "warm", weights_dir=weights_dir, sliders=False, discriminator=False)
     shipped = load_weights(str(path)).state_dict
     config = tmp_path / "warmup.json"
     config.write_text(json.dumps({**TINY, "d_warmup": 3}))

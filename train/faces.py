@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from animegan.discriminator_file import discriminator_path, load_discriminator
 from animegan.errors import AnimeGANError
 from animegan.export import export_faces, face_generator_config
 from animegan.models.dcgan import VARIANTS, DCGANConfig, DCGANDiscriminator, DCGANDiscriminatorConfig, \
@@ -108,8 +109,17 @@ class FaceTrainConfig:
             raise AnimeGANError(f"bad face training config: {exc}") from None
         if c.d_warmup < 0:
             raise AnimeGANError("d_warmup must be 0 or more steps")
-        if c.batch_size < 1 or c.steps < 0:
-            raise AnimeGANError("batch size must be at least 1 and steps at least 0")
+        if c.batch_size < 1 or c.steps < 0 or c.sample_count < 1:
+            raise AnimeGANError("batch size and sample_count must be at least 1, steps at least 0")
+        if min(c.log_every, c.sample_every, c.checkpoint_every) < 1 or min(c.fid_every, c.fid_reference) < 0:
+            raise AnimeGANError("log_every, sample_every and checkpoint_every must be at least 1, "
+                                "fid_every and fid_reference 0 or more")
+        if c.fid_every and c.fid_samples < 2:
+            raise AnimeGANError("fid_samples must be at least 2 (FID needs two images)")
+        if not (c.lr_g > 0 and c.lr_d > 0) or not (0 <= c.beta1 < 1 and 0 <= c.beta2 < 1):
+            raise AnimeGANError("lr_g and lr_d must be positive and beta1, beta2 in [0, 1)")
+        if not 0 <= c.ema_decay < 1:
+            raise AnimeGANError(f"ema_decay must be in [0, 1), such as 0.999 (got {c.ema_decay})")
         return c
 
     def generator_config(self) -> DCGANConfig:
@@ -129,15 +139,25 @@ def config_from_dict(values: dict[str, Any]) -> FaceTrainConfig:
     return FaceTrainConfig(**values)
 
 
-def warm_start(G: nn.Module, G_ema: nn.Module | None, weights: str) -> None:
+def warm_start(G: nn.Module, G_ema: nn.Module | None, D: nn.Module, weights: str) -> bool:
     """Start G (and its EMA) from a face weights file, so a new run on a new machine loses no CPU-hour.
 
-    The file must hold the same generator the config builds (same size, widths, latent size);
-    the discriminator and the optimisers start afresh.
+    The file must hold the same generator the config builds (same size, widths, latent size).
+    The discriminator exported beside it (``NAME.d.safetensors``) comes too when it fits this
+    run's D: returns whether it did. The optimisers start afresh.
     """
-    load_generator_weights(G, weights, "faces", "a face generator")
+    loaded = load_generator_weights(G, weights, "faces", "a face generator")
     if G_ema is not None:
         G_ema.load_state_dict(G.state_dict())
+    shipped = load_discriminator(loaded.source) if Path(loaded.source).is_file() else None
+    if shipped is None:
+        return False
+    try:
+        D.load_state_dict(shipped[0])  # into the run's fp32 tensors
+    except RuntimeError:
+        raise AnimeGANError(f"{discriminator_path(loaded.source)}: its discriminator does not fit this run's "
+                            f"(it was {shipped[1].get('config')}); delete it to start a new one") from None
+    return True
 
 
 def _unwrap(m: nn.Module) -> nn.Module:
@@ -157,7 +177,7 @@ def train(cfg: FaceTrainConfig, out: str | Path, resume: bool = False, device: s
     except RunFolderInUse:
         raise  # the folder belongs to another run: its status is not ours to overwrite
     except BaseException as exc:
-        if dist.is_main:
+        if dist.is_main and run.path.is_dir():  # a config refused up front leaves no folder behind
             run.write_status("failed", error=str(exc)[:300])
         raise
     finally:
@@ -206,8 +226,9 @@ def _train(cfg: FaceTrainConfig, run: RunFolder, resume: bool, dist: distributed
     start = 0
     ckpt = run.load_latest_checkpoint(map_location=dev, set_aside_damaged=dist.is_main) if resume else None
     if ckpt is None and cfg.init_from:
-        warm_start(G, G_ema, cfg.init_from)
-        _log(verbose, f"generator initialised from {cfg.init_from}; a new discriminator")
+        with_d = warm_start(G, G_ema, D, cfg.init_from)
+        _log(verbose, f"generator initialised from {cfg.init_from}; "
+                      + ("its discriminator too" if with_d else "a new discriminator"))
     if resume:
         if ckpt is not None:
             G.load_state_dict(ckpt["G"])
@@ -391,9 +412,13 @@ def _reference_stats(cfg: FaceTrainConfig, train_files: list[Path], held: list[P
     limit = cfg.fid_reference or None
     references = {"": compute_stats(files, device=dev, limit=limit)}
     if _native_side(files) > cfg.image_size:  # every file, also when the first reference takes a subset
-        small = ImageFolderDataset(files, cfg.image_size, verbose=False)
-        batches = (small.load_batch(list(range(i, min(i + 64, len(small))))) for i in range(0, len(small), 64))
-        references[str(cfg.image_size)] = compute_stats(batches, device=dev, limit=len(small))
+        def shrunk() -> Any:  # read only when the cache has no entry for these files at this size
+            small = ImageFolderDataset(files, cfg.image_size, verbose=False)
+            for i in range(0, len(small), 64):
+                yield small.load_batch(list(range(i, min(i + 64, len(small)))))
+
+        references[str(cfg.image_size)] = compute_stats(shrunk(), device=dev,
+                                                        cache_as=(files, f"load_square {cfg.image_size}"))
     return references
 
 
@@ -450,7 +475,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-every", type=int)
     p.add_argument("--log-every", type=int)
     p.add_argument("--init-from", metavar="WEIGHTS",
-                   help="start a new run's generator from these face weights (e.g. weights/faces64.safetensors)")
+                   help="start a new run's generator from these face weights (e.g. weights/faces64.safetensors), "
+                        "and its discriminator from NAME.d.safetensors beside them when there is one")
     p.add_argument("--holdout", action="store_true", default=None,
                    help="keep 1 image in 10 (by file-name hash) out of training and measure FID against it")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: auto)")
