@@ -21,6 +21,7 @@ crashing trainer cannot take the app down. Runs live under ``./runs`` (``$ANIMEG
 from __future__ import annotations
 
 import atexit
+import json
 import os
 import re
 import signal
@@ -38,6 +39,7 @@ from typing import Any, Callable
 from .errors import AnimeGANError
 from .export import export_faces, export_style, export_upscaled_faces, is_style_run, is_upscaler_run
 from .images import image_files, open_image
+from .models.animeganv3 import AnimeGANv3Config
 from .names import check_name
 from .runs import RunFolder, list_runs, read_metrics
 from .weights import weights_dir
@@ -280,6 +282,7 @@ class TrainSettings:
     batch: int | None = None
     preset: str | None = None  # style: scenery | portrait
     recipe: str | None = None  # style: v2 | v3
+    width: float | None = None  # style: the generator's channel width (the shipped styles' CPU recipe: 0.5)
     sample_every: int | None = None  # None: about 20 grids over the run
     checkpoint_every: int | None = None  # None: about 10 checkpoints over the run
     log_every: int | None = None  # None: about 200 points over the run
@@ -306,6 +309,8 @@ class TrainSettings:
                 out += ["--preset", _choice(self.preset, ("scenery", "portrait"), "preset")]
             if self.recipe:
                 out += ["--recipe", _choice(self.recipe, ("v2", "v3"), "recipe")]
+            if self.width is not None:
+                out += ["--config", json.dumps({"generator": generator_width(self.recipe or "v2", self.width)})]
             if self.eval_every:
                 if not str(self.eval_photos or "").strip():
                     raise AnimeGANError("give the held-out photos folder to evaluate on (photos the run never "
@@ -327,6 +332,22 @@ def _positive(value: Any, name: str) -> int:
     if number < 1 or number != float(value):
         raise AnimeGANError(f"{name} must be a whole number of at least 1, not {value!r}")
     return number
+
+
+def generator_width(recipe: str, fraction: Any) -> dict[str, Any]:
+    """The generator config of a style run whose channels are ``fraction`` of the published network's.
+
+    v2 takes the fraction itself; v3's width is a channel count (its published network's is 32).
+    """
+    try:
+        number = float(fraction)
+    except (TypeError, ValueError):
+        raise AnimeGANError(f"generator width must be a number, not {fraction!r}") from None
+    if not 0.1 <= number <= 2.0:
+        raise AnimeGANError(f"generator width must be from 0.1 to 2 (1 is the published network), not {fraction!r}")
+    if recipe == "v3":
+        return {"width": max(4, round(AnimeGANv3Config().width * number))}
+    return {"width": number}
 
 
 def _clamp(value: int, low: int, high: int) -> int:

@@ -1,6 +1,7 @@
 """TrainingManager with real trainer processes on tiny data made here: start, watch, stop, resume, export, crash."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
@@ -172,7 +173,7 @@ def test_style_run_and_export(manager: TrainingManager, tmp_path: Path, weights_
     _pngs(data / "real_images", 6, size=40, seed=1)
     _pngs(data / "anime_images", 6, size=40, seed=2)
     held_out = _pngs(tmp_path / "held_out", 3, size=40, seed=3)
-    settings = TrainSettings(steps=4, size=32, batch=2, preset="portrait", recipe="v2", sample_every=2,
+    settings = TrainSettings(steps=4, size=32, batch=2, preset="portrait", recipe="v2", width=0.5, sample_every=2,
                              checkpoint_every=2, log_every=2, eval_every=1, eval_photos=str(held_out))
     manager.start("style", data, "style-1", settings)
     done = _wait("the style run to finish", lambda: (s := manager.status("style-1")).state == "finished" and s)
@@ -183,6 +184,7 @@ def test_style_run_and_export(manager: TrainingManager, tmp_path: Path, weights_
     manager.export("style-1", "my-style")  # an evaluated run gives its best step, not its newest
     meta = project_weights("style")["my-style"]
     assert meta["preset"] == "portrait" and meta["steps"] == min(kids, key=kids.get)
+    assert meta["config"]["width"] == 0.5  # the tab's half-width generator is what trained and shipped
     assert meta["metrics"]["kid"] == min(kids.values())
 
 
@@ -277,6 +279,21 @@ def test_quality_figures_are_shaped_for_their_plot(tmp_path: Path, monkeypatch: 
     run.log(6, loss_g=0.8, **style)  # a new evaluation: redrawn
     _, _, quality, *_ = tab.refresh("evaluated", seen)
     assert quality["visible"] is True and quality["value"]["step"].max() == 6
+
+
+def test_style_settings_pass_the_generator_width_in_each_recipe_s_terms() -> None:
+    from animegan.models import make_config
+
+    for recipe, arch in (("v2", "animeganv2"), ("v3", "animeganv3")):
+        flags = TrainSettings(steps=10, recipe=recipe, width=0.5).flags("style")
+        generator = json.loads(flags[flags.index("--config") + 1])["generator"]
+        full = make_config(arch, {}).width
+        assert make_config(arch, generator).width == (0.5 if recipe == "v2" else full // 2)
+    assert "--config" not in TrainSettings(steps=10, width=0.5).flags("faces")
+    assert "--config" not in TrainSettings(steps=10).flags("style")  # none given: the trainer's default
+    for bad in (0, 5, "wide"):
+        with pytest.raises(AnimeGANError, match="generator width"):
+            TrainSettings(steps=10, width=bad).flags("style")
 
 
 def test_style_settings_pass_the_evaluation_flags(tmp_path: Path) -> None:

@@ -18,7 +18,9 @@ from .common import user_errors
 CURRENT = "@current"  # the dropdown's "whatever is training (or was last)" entry; never a run name
 REFRESH_S = 2.0
 SAMPLE_MIN_SIDE = 384
-DEFAULTS = {"faces": {"size": 64, "batch": 64, "steps": 10000}, "style": {"size": 256, "batch": 4, "steps": 20000}}
+# A style run starts as the shipped styles' CPU recipe (train/recipes/scenery-ghibli.json): 128 px, half width.
+DEFAULTS = {"faces": {"size": 64, "batch": 64, "steps": 10000},
+            "style": {"size": 128, "batch": 4, "steps": 20000, "width": 0.5}}
 
 
 def _run_choices() -> list[tuple[str, str]]:
@@ -46,11 +48,12 @@ def check_dataset(kind: str, data: str, progress: gr.Progress = gr.Progress()) -
 
 @user_errors
 def start_run(kind: str, data: str, name: str, steps: Any, size: Any, batch: Any, preset: str, recipe: str,
-              sample_every: Any, checkpoint_every: Any, fid_every: Any, eval_every: Any,
+              width: Any, sample_every: Any, checkpoint_every: Any, fid_every: Any, eval_every: Any,
               eval_photos: str | None) -> tuple[str, Any]:
     style = kind == "style"
     settings = TrainSettings(steps=int(steps or 0), size=_optional(size), batch=_optional(batch),
                              preset=preset if style else None, recipe=recipe if style else None,
+                             width=width if style and width not in (None, "") else None,
                              sample_every=_optional(sample_every), checkpoint_every=_optional(checkpoint_every),
                              fid_every=_optional(fid_every) if kind == "faces" else None,
                              eval_every=_optional(eval_every) if style else None,
@@ -203,6 +206,9 @@ def build_tab() -> None:
     with gr.Row(visible=False) as style_row:
         preset = gr.Radio(["scenery", "portrait"], value="scenery", label="Preset", elem_id="train-preset")
         recipe = gr.Radio(["v2", "v3"], value="v2", label="Recipe", elem_id="train-recipe")
+        width = gr.Number(value=DEFAULTS["style"]["width"], minimum=0.1, maximum=2, step=0.05,
+                          label="Generator width (1: the published network; the shipped styles use 0.5)",
+                          elem_id="train-width")
     with gr.Accordion("More settings", open=False, elem_id="train-more"):
         with gr.Row():
             sample_every = gr.Number(value=0, precision=0, minimum=0, label="Sample grid every N steps (0: auto)",
@@ -252,7 +258,7 @@ def build_tab() -> None:
     kind.change(switch_kind, kind, [data, size, batch, steps, style_row, faces_col, style_col], queue=False,
                 api_visibility="undocumented")
     check.click(check_dataset, [kind, data], check_result, concurrency_id="training-check")
-    start.click(start_run, [kind, data, name, steps, size, batch, preset, recipe, sample_every, checkpoint_every,
+    start.click(start_run, [kind, data, name, steps, size, batch, preset, recipe, width, sample_every, checkpoint_every,
                             fid_every, eval_every, eval_photos], [status, runs], concurrency_limit=None)
     stop.click(stop_run, None, status, concurrency_limit=None)
     resume.click(resume_run, [runs, steps], [status, runs], concurrency_limit=None)
