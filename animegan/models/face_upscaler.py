@@ -68,6 +68,14 @@ class UpscaledFacesConfig:
     generator: dict[str, Any] = field(default_factory=dict)   # DCGANConfig fields (the 64 px generator)
     upscaler: dict[str, Any] = field(default_factory=dict)    # FaceUpscalerConfig fields
 
+    def __post_init__(self) -> None:
+        # Checked here, not only when the network is built, so a Hub model's JSON is refused before its
+        # weights download.
+        if not isinstance(self.generator, dict) or not isinstance(self.upscaler, dict):
+            raise ValueError("generator and upscaler configs must be objects")
+        DCGANConfig(**self.generator)
+        FaceUpscalerConfig(**self.upscaler)
+
 
 class UpscaledFaceGenerator(nn.Module):
     """(N, latent_dim) -> (N, 3, 2S, 2S) in [-1, 1]: a face generator, then the 2x upscaler."""
@@ -75,8 +83,6 @@ class UpscaledFaceGenerator(nn.Module):
     def __init__(self, config: UpscaledFacesConfig | None = None) -> None:
         super().__init__()
         cfg = self.config = config or UpscaledFacesConfig()
-        if not isinstance(cfg.generator, dict) or not isinstance(cfg.upscaler, dict):
-            raise ValueError("generator and upscaler configs must be objects")
         self.generator = DCGANGenerator(DCGANConfig(**cfg.generator))
         self.upscaler = FaceUpscaler(FaceUpscalerConfig(**cfg.upscaler))
         self.latent_dim = self.generator.latent_dim
