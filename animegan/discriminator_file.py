@@ -1,9 +1,10 @@
-"""The discriminator shipped beside a face model (``NAME.d.safetensors``), so training can go on from it.
+"""The discriminator shipped beside a model (``NAME.d.safetensors``), so training can go on from it.
 
 A GAN's state is its generator *and* its discriminator. A run warm-started from the generator alone
-faces a new discriminator that knows nothing, and the generator drifts away from where it was (tried
-three times on ``faces64``: every continuation ended worse than its start). So an export writes the
-run's discriminator beside the weights (fp16, a few MB), and a warm start picks it up.
+faces a new discriminator that knows nothing, and the generator drifts away from where it was (three
+continuations of ``faces64`` and one of ``portrait-anime`` ended worse than their start). So an export
+(faces and styles) writes the run's discriminator beside the weights (fp16, a few MB), and a warm
+start picks it up.
 
 The file names the generator file it belongs to by its SHA-256: a discriminator left over from an
 older export of the same name is never paired with a newer generator. The app never reads this file.

@@ -137,7 +137,10 @@ def export_style(run_dir: str | Path, name: str, weights_folder: str | Path | No
     }
     folder = Path(weights_folder) if weights_folder else default_weights_dir()
     # A checkpoint of a run with an EMA holds both: the EMA is what was evaluated (best.pt holds only it).
-    return save_weights(folder / f"{name}.safetensors", state.get("generator_ema") or state["generator"], meta)
+    path = save_weights(folder / f"{name}.safetensors", state.get("generator_ema") or state["generator"], meta)
+    _save_run_discriminator(path, state if "discriminator" in state else rf.load_latest_checkpoint() or {},
+                            "discriminator", config.get("discriminator") or {})
+    return path
 
 
 def export_faces(run_dir: str | Path, name: str, weights_dir: str | Path | None = None, use_ema: bool = True,
@@ -178,11 +181,22 @@ def export_faces(run_dir: str | Path, name: str, weights_dir: str | Path | None 
         "licence": FACE_LICENCE_NOTE,
     }
     path = _save_face_weights(name, weights_dir, state, metadata, sliders)
-    if discriminator and "D" in ckpt:
-        d_config = {"image_size": g_cfg.image_size, "width": config.get("d_width"),
-                    "spectral_norm": config.get("spectral_norm"), "batch_norm": config.get("d_batch_norm")}
-        save_discriminator(path, ckpt["D"], {"config": d_config, "step": int(ckpt["step"])})
+    if discriminator:
+        _save_run_discriminator(path, ckpt, "D", {"image_size": g_cfg.image_size, "width": config.get("d_width"),
+                                                  "spectral_norm": config.get("spectral_norm"),
+                                                  "batch_norm": config.get("d_batch_norm")})
     return path
+
+
+def _save_run_discriminator(weights_path: Path, checkpoint: dict[str, Any], key: str, config: dict[str, Any]) -> None:
+    """The run's D (``checkpoint[key]``) beside freshly written weights, or none: never an older export's.
+
+    A style's best step keeps only its generator, so its D is the newest checkpoint's: a few
+    hundred steps on, which a continuation takes up as it would after a resume.
+    """
+    discriminator_path(weights_path).unlink(missing_ok=True)
+    if key in checkpoint:
+        save_discriminator(weights_path, checkpoint[key], {"config": config, "step": int(checkpoint["step"])})
 
 
 def upscaler_base(weights: str | Path, size: int) -> tuple[Any, Any]:

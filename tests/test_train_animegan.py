@@ -370,10 +370,18 @@ def test_init_from_continues_a_style_in_a_new_run(dataset: Path, tmp_path: Path,
     prior = load_weights(shipped).metadata
     assert prior["steps"] == 3 and prior["images_seen"] == 3 * SMALL["batch"] and prior["train_hours"] > 0
 
+    assert (tmp_path / "w" / "shipped.d.safetensors").is_file()  # the run's D, beside its generator
+
     cfg = _config(dataset, steps=2, init_steps=5, init_from=str(shipped))
     second = StyleTrainer(cfg, tmp_path / "second", quiet=True)
     weights = load_weights(shipped).state_dict
     assert all(torch.equal(v, weights[k].float()) for k, v in second.generator.state_dict().items())
+    # ... and D goes on from the first run's, not from a new one (a GAN continued with a new D drifts)
+    trained_d = first.discriminator.state_dict()
+    new_d = StyleTrainer(_config(dataset, steps=1), tmp_path / "unrun", quiet=True).discriminator.state_dict()
+    assert any(not torch.equal(v, new_d[k]) for k, v in trained_d.items())  # D did train in the first run
+    assert second.prior["discriminator"] is True
+    assert all(torch.equal(v, trained_d[k].half().float()) for k, v in second.discriminator.state_dict().items())
     assert second.run() == "finished"
     records = second.run_folder.metrics()
     assert [r["step"] for r in records] == [1, 2]

@@ -54,8 +54,8 @@ from animegan.names import check_name
 from animegan.runs import RunFolder
 
 from . import distributed
-from .common import (GracefulStop, ema_decay_at, ema_update, image_rows_grid, load_generator_weights, read_config_arg,
-                     rng_state, set_rng_state, step_generator)
+from .common import (GracefulStop, ema_decay_at, ema_update, image_rows_grid, load_generator_weights,
+                     load_shipped_discriminator, read_config_arg, rng_state, set_rng_state, step_generator)
 from .losses import (GAN_LOSSES, PRESETS, color_loss, content_loss, d_adv_loss, domain_loss, g_adv_loss,
                      gray_style_loss, preset_weights, region_smoothing_loss, revision_target, style_loss,
                      superpixel_average, tv_loss)
@@ -204,6 +204,7 @@ class StyleTrainer:
 
         torch.manual_seed(cfg.seed)  # same initial weights on every rank
         self.generator = build_model(cfg.architecture, cfg.generator).to(self.device, memory_format=fmt)
+        self.discriminator = build_model("patch_discriminator", cfg.discriminator).to(self.device, memory_format=fmt)
         # The warm start's weights and their training (steps, images, hours); a resumed run keeps the
         # record its config.json has (config.json is rewritten at each start).
         self.prior: dict[str, Any] = {}
@@ -211,7 +212,7 @@ class StyleTrainer:
         # With checkpoints to resume from, the warm start waits until none of them loads (``run``).
         self._warm_start_pending = bool(cfg.init_from) and resume and bool(self.run_folder.checkpoints())
         if cfg.init_from and not self._warm_start_pending:
-            self.prior = warm_start(self.generator, cfg)
+            self.prior = warm_start(self.generator, cfg, self.discriminator)
         elif isinstance(saved.get("warm_start"), dict):
             self.prior = saved["warm_start"]
         # Starts at G (a warm start's weights); a checkpoint's own EMA replaces it on resume.
@@ -220,7 +221,6 @@ class StyleTrainer:
         # The best step is judged on one set of held-out photos: another set starts the judging again.
         self._eval_set_changed = bool(saved) and (saved.get("eval_photos"), saved.get("eval_limit")) != (
             cfg.eval_photos, cfg.eval_limit)
-        self.discriminator = build_model("patch_discriminator", cfg.discriminator).to(self.device, memory_format=fmt)
         self.perceptual = Perceptual(cfg.perceptual, self.device, cfg.perceptual_min_side, cfg.inception_layer,
                                      cfg.perceptual_scale or None).to(memory_format=fmt)
         betas = tuple(cfg.betas)
@@ -468,7 +468,7 @@ class StyleTrainer:
             if state is not None:
                 self.load_state_dict(state)
             elif self._warm_start_pending:  # every checkpoint was damaged: start again from the warm start
-                warm_start(self.generator, cfg)
+                warm_start(self.generator, cfg, self.discriminator)
                 if self.generator_ema is not None:
                     self.generator_ema.load_state_dict(self.generator.state_dict())
             if main:
@@ -480,6 +480,9 @@ class StyleTrainer:
                 self.best_kid = float("inf") if self._eval_set_changed else min(finite, default=float("inf"))
                 if not self.quiet:
                     print(f"resumed {rf.path} at step {self.step}", flush=True)
+        if main and not self.quiet and self.prior and not self.step and "discriminator" in self.prior:
+            print(f"generator initialised from {self.prior['weights']}; "
+                  + ("its discriminator too" if self.prior["discriminator"] else "a new discriminator"), flush=True)
         handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)} if threading_main() else {}
         stop = GracefulStop().install() if handlers else GracefulStop()
         extra = {"total": cfg.steps, "recipe": cfg.recipe, "photos": len(self.data.photos),
@@ -583,14 +586,17 @@ class StyleTrainer:
         return record
 
 
-def warm_start(generator: nn.Module, cfg: StyleTrainConfig) -> dict[str, Any]:
+def warm_start(generator: nn.Module, cfg: StyleTrainConfig, discriminator: nn.Module | None = None) -> dict[str, Any]:
     """Load ``cfg.init_from``'s style generator into ``generator``; returns what the file says of its training.
 
-    The file must hold the generator this config builds (recipe and ``generator`` settings); the
-    discriminator and optimisers start afresh.
+    The file must hold the generator this config builds (recipe and ``generator`` settings). The
+    discriminator exported beside it (``NAME.d.safetensors``) goes into ``discriminator`` when
+    there is one (the record's ``discriminator`` says so); else D starts afresh, as the optimisers do.
     """
-    meta = load_generator_weights(generator, cfg.init_from, "style", "a photo-to-anime style",
-                                  architecture=(cfg.architecture, f"the {cfg.recipe} recipe")).metadata
+    loaded = load_generator_weights(generator, cfg.init_from, "style", "a photo-to-anime style",
+                                    architecture=(cfg.architecture, f"the {cfg.recipe} recipe"))
+    meta = loaded.metadata
+    with_d = discriminator is not None and load_shipped_discriminator(discriminator, loaded.source)
 
     def number(key: str, kind: type) -> Any:
         try:
@@ -599,7 +605,7 @@ def warm_start(generator: nn.Module, cfg: StyleTrainConfig) -> dict[str, Any]:
             return kind(0)
 
     return {"weights": str(cfg.init_from), "steps": number("steps", int), "images": number("images_seen", int),
-            "hours": number("train_hours", float)}
+            "hours": number("train_hours", float), "discriminator": with_d}
 
 
 def eval_photo_files(cfg: StyleTrainConfig) -> list[Path]:

@@ -137,6 +137,25 @@ def load_generator_weights(generator: torch.nn.Module, weights: str, kind: str, 
     return loaded
 
 
+def load_shipped_discriminator(discriminator: torch.nn.Module, weights_source: str) -> bool:
+    """Load the discriminator exported beside a weights file (``NAME.d.safetensors``) into ``discriminator``.
+
+    Returns False when there is none (weights from before this, or from elsewhere): the run then
+    starts a new D. One line naming the file when it belongs to other weights or does not fit.
+    """
+    from animegan.discriminator_file import discriminator_path, load_discriminator
+
+    shipped = load_discriminator(weights_source) if Path(weights_source).is_file() else None
+    if shipped is None:
+        return False
+    try:
+        discriminator.load_state_dict(shipped[0])  # into the run's fp32 tensors
+    except RuntimeError:
+        raise AnimeGANError(f"{discriminator_path(weights_source)}: its discriminator does not fit this run's "
+                            f"(it was {shipped[1].get('config')}); delete it to start a new one") from None
+    return True
+
+
 def ema_decay_at(decay: float, step: int, warm_started: bool) -> float:
     """The EMA's decay at ``step``: a ramp lets a new EMA forget its random start; a warm-started one
     has nothing to forget and takes ``decay`` from the first step."""

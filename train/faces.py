@@ -29,7 +29,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from animegan.discriminator_file import discriminator_path, load_discriminator
 from animegan.errors import AnimeGANError
 from animegan.export import export_faces, face_generator_config
 from animegan.models.dcgan import VARIANTS, DCGANConfig, DCGANDiscriminator, DCGANDiscriminatorConfig, \
@@ -40,7 +39,7 @@ from animegan.runs import RunFolder, RunFolderInUse
 from . import distributed
 from . import splits
 from .common import GracefulStop, check_resume_keeps_config, ema_decay_at, ema_update, load_generator_weights, \
-    read_config_arg, step_generator
+    load_shipped_discriminator, read_config_arg, step_generator
 from .data import ImageFolderDataset, augment, list_images, report_skipped
 from .diffaugment import diff_augment, parse_policy
 from .losses import d_fake_loss, d_real_loss, g_adv_loss
@@ -149,15 +148,7 @@ def warm_start(G: nn.Module, G_ema: nn.Module | None, D: nn.Module, weights: str
     loaded = load_generator_weights(G, weights, "faces", "a face generator")
     if G_ema is not None:
         G_ema.load_state_dict(G.state_dict())
-    shipped = load_discriminator(loaded.source) if Path(loaded.source).is_file() else None
-    if shipped is None:
-        return False
-    try:
-        D.load_state_dict(shipped[0])  # into the run's fp32 tensors
-    except RuntimeError:
-        raise AnimeGANError(f"{discriminator_path(loaded.source)}: its discriminator does not fit this run's "
-                            f"(it was {shipped[1].get('config')}); delete it to start a new one") from None
-    return True
+    return load_shipped_discriminator(D, loaded.source)
 
 
 def _unwrap(m: nn.Module) -> nn.Module:
