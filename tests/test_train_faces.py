@@ -106,6 +106,23 @@ def test_resume_equals_uninterrupted(straight: Path, data: Path, tiny_config: Pa
     assert [r["step"] for r in RunFolder(out).metrics()] == [2, 3, 4, 6]  # 3: the first half's last step
 
 
+def test_a_resume_may_change_how_often_the_run_reports_not_what_it_computes(straight: Path, data: Path,
+                                                                            tiny_config: Path, tmp_path: Path) -> None:
+    """Log, sample, checkpoint and FID intervals may change on --resume (a long campaign measures less
+    often); the weights are still those of the uninterrupted run, and unnamed settings stay the run's."""
+    out = tmp_path / "run"
+    assert main(_args(data, out, tiny_config, 3)) == 0
+    assert main(["--out", str(out), "--steps", "6", "--resume", "--quiet", "--log-every", "1",
+                 "--sample-every", "5", "--checkpoint-every", "5"]) == 0
+    _assert_same_weights(_final_state(straight), _final_state(out))
+    config = RunFolder(out).read_config()
+    assert (config["log_every"], config["sample_every"], config["checkpoint_every"]) == (1, 5, 5)
+    assert config["batch_size"] == TINY["batch_size"] and config["g_width"] == TINY["g_width"]  # kept, not defaults
+    assert [r["step"] for r in RunFolder(out).metrics()] == [2, 3, 4, 5, 6]
+    assert [p.name for p in RunFolder(out).checkpoints()][-2:] == ["step_00000005.pt", "step_00000006.pt"]
+    assert main(["--out", str(out), "--steps", "7", "--resume", "--quiet", "--lr", "0.001"]) == 2  # arithmetic: no
+
+
 def test_fresh_start_over_a_run_that_never_checkpointed(data: Path, tiny_config: Path, tmp_path: Path) -> None:
     out = tmp_path / "again"
     assert main(_args(data, out, tiny_config, 2)) == 0

@@ -49,14 +49,15 @@ def read_config_arg(text: str) -> dict[str, Any]:
 PATH_KEYS = ("data", "generator", "init_from")  # config values that name a file or folder
 
 
-def check_resume_keeps_config(saved: dict[str, Any], asked: dict[str, Any]) -> None:
-    """Refuse a ``--resume`` that asks for other values than the run's saved config (steps may grow)."""
+def check_resume_keeps_config(saved: dict[str, Any], asked: dict[str, Any],
+                              may_change: tuple[str, ...] = ("steps",)) -> None:
+    """Refuse a ``--resume`` that asks for other values than the run's saved config (``may_change`` may)."""
     def same(key: str, value: Any) -> bool:
         if key in PATH_KEYS and value and saved[key]:  # the same file or folder, however it is written
             return Path(str(value)).resolve() == Path(str(saved[key])).resolve()
         return saved[key] == value
 
-    changed = sorted(k for k, v in asked.items() if k not in ("steps", "trainer") and k in saved and not same(k, v))
+    changed = sorted(k for k, v in asked.items() if k not in (*may_change, "trainer") and k in saved and not same(k, v))
     if changed:
         raise AnimeGANError(f"--resume keeps the run's config; these differ from it: {', '.join(changed)}")
 

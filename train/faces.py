@@ -130,6 +130,10 @@ class FaceTrainConfig:
                                         spectral_norm=bool(self.spectral_norm), batch_norm=bool(self.d_batch_norm))
 
 
+# What a --resume may change: the length of the run and how often it reports, never a step's arithmetic.
+RESUME_MAY_CHANGE = ("steps", "log_every", "sample_every", "checkpoint_every", "fid_every")
+
+
 def config_from_dict(values: dict[str, Any]) -> FaceTrainConfig:
     names = {f.name for f in dataclasses.fields(FaceTrainConfig)}
     unknown = sorted(set(values) - names)
@@ -160,7 +164,10 @@ def _unwrap(m: nn.Module) -> nn.Module:
 # ----------------------------------------------------------------------------------------
 def train(cfg: FaceTrainConfig, out: str | Path, resume: bool = False, device: str | None = None,
           export_name: str | None = None, verbose: bool = True) -> int:
-    """Train (or continue) a run; returns the exit status (0 also after a graceful stop)."""
+    """Train (or continue) a run; returns the exit status (0 also after a graceful stop).
+
+    A resumed run keeps its saved config, but takes ``RESUME_MAY_CHANGE`` (steps, intervals) from ``cfg``.
+    """
     dist = distributed.setup(device)
     run = RunFolder(out)
     try:
@@ -184,9 +191,9 @@ def _log(verbose: bool, text: str) -> None:
 def _train(cfg: FaceTrainConfig, run: RunFolder, resume: bool, dist: distributed.Dist, export_name: str | None,
            verbose: bool) -> int:
     verbose = verbose and dist.is_main
-    if resume and run.config_path.is_file():
+    if resume and run.config_path.is_file():  # the run's config, but for what a resume may change (from cfg)
         saved = config_from_dict(run.read_config())
-        cfg = dataclasses.replace(saved, steps=cfg.steps)  # a resumed run keeps its config; steps may grow
+        cfg = dataclasses.replace(saved, **{k: getattr(cfg, k) for k in RESUME_MAY_CHANGE})
     cfg = cfg.resolved()
     if not cfg.data:
         raise AnimeGANError("no training data: pass --data DIR")
@@ -504,10 +511,9 @@ def main(argv: list[str] | None = None) -> int:
             check_name(args.export, "weights name")
         cfg = config_from_args(args)
         run = RunFolder(args.out)
-        if args.resume and run.config_path.is_file():  # a resumed run keeps its config; only steps may grow
-            check_resume_keeps_config(run.read_config(), asked_values(args))
-        if args.resume and args.steps is None:
-            cfg.steps = run.read_config().get("steps", cfg.steps)
+        if args.resume and run.config_path.is_file():  # a resumed run keeps its config but for RESUME_MAY_CHANGE
+            check_resume_keeps_config(run.read_config(), asked_values(args), RESUME_MAY_CHANGE)
+            cfg = config_from_dict({**run.read_config(), **asked_values(args)})
         if not args.resume and not cfg.data:
             raise AnimeGANError("pass --data DIR (a folder of face images)")
         return train(cfg, args.out, resume=args.resume, device=args.device, export_name=args.export,
