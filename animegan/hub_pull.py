@@ -28,6 +28,7 @@ from typing import Any
 from .errors import AnimeGANError, first_line
 from .metadata import FORMAT, check_metadata, read_metadata
 from .models import architecture_kind, make_config
+from .names import is_sidecar
 
 PREFIX = "hub:"
 DEFAULT_FILE = "model.safetensors"
@@ -197,7 +198,7 @@ def _other_files_hint(hid: HubId) -> str:
         from huggingface_hub import HfApi
 
         files = [f for f in HfApi().list_repo_files(hid.repo_id, revision=hid.revision)
-                 if f.endswith(".safetensors") and not f.endswith(".sliders.safetensors")]
+                 if f.endswith(".safetensors") and not is_sidecar(f)]
     except Exception:  # the hint is a courtesy; the error is reported either way
         return ""
     if not files:

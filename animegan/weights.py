@@ -35,6 +35,7 @@ from .fileio import atomic_path, atomic_write_json, file_sha256
 from .hub_pull import PREFIX, cached_hub_path, hub_weights_path, offline
 from .metadata import COMMUNITY_META, FORMAT, HEADER_KEY, check_metadata, read_metadata
 from .models import architecture_kind, build_model
+from .names import is_sidecar
 
 PACKAGE_WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 
@@ -93,6 +94,8 @@ def project_weights(kind: str | None = None) -> dict[str, dict[str, Any]]:
     if not folder.is_dir():
         return found
     for path in sorted(folder.glob("*.safetensors")):
+        if is_sidecar(path.name):
+            continue
         try:
             meta = read_metadata(path)
         except AnimeGANError:

@@ -69,6 +69,10 @@ def test_run_names_stay_inside_the_runs_folder(tmp_path: Path) -> None:
         run_path("escape", root)
     with pytest.raises(AnimeGANError, match="weights name"):
         check_name("../w", "weights name")
+    for reserved in ("faces.d", "my-style.sliders"):  # the files shipped beside a model NAME
+        with pytest.raises(AnimeGANError, match="kept for the files shipped beside a model"):
+            check_name(reserved, "weights name")
+    assert check_name("v1.d2", "weights name") == "v1.d2"
 
 
 def test_dataset_check_counts_sizes_and_finds_bad_files(tmp_path: Path) -> None:
