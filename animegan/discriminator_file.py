@@ -6,11 +6,13 @@ continuations of ``faces64`` and one of ``portrait-anime`` ended worse than thei
 (faces and styles) writes the run's discriminator beside the weights (fp16, a few MB), and a warm
 start picks it up.
 
-The file names the generator file it belongs to by its SHA-256: a discriminator left over from an
-older export of the same name is never paired with a newer generator. The app never reads this file.
+The file names the generator it belongs to by a SHA-256 of the generator's tensors (not of the file:
+a metadata update rewrites the file, not the weights), so a discriminator left over from an older
+export of the same name is never paired with a newer generator. The app never reads this file.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -19,7 +21,7 @@ from typing import Any
 import torch
 
 from .errors import AnimeGANError, first_line
-from .fileio import atomic_path, file_sha256
+from .fileio import atomic_path
 
 HEADER_KEY = "animegan_discriminator"
 
@@ -28,6 +30,17 @@ def discriminator_path(weights_path: str | os.PathLike[str]) -> Path:
     """Where a face weights file's discriminator goes: ``NAME.d.safetensors`` beside ``NAME.safetensors``."""
     path = Path(weights_path)
     return path.with_name(f"{path.stem}.d.safetensors")
+
+
+def generator_sha256(weights_path: str | os.PathLike[str]) -> str:
+    """SHA-256 of a weights file's tensors (names, dtypes, shapes, bytes): unchanged by metadata edits."""
+    from safetensors.torch import load_file
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(load_file(str(weights_path)).items()):
+        digest.update(f"{name}\0{tensor.dtype}\0{tuple(tensor.shape)}\n".encode())
+        digest.update(tensor.reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def save_discriminator(weights_path: str | os.PathLike[str], state_dict: dict[str, torch.Tensor],
@@ -41,7 +54,7 @@ def save_discriminator(weights_path: str | os.PathLike[str], state_dict: dict[st
     path = discriminator_path(weights_path)
     tensors = {k: (v.detach().half() if v.is_floating_point() else v.detach()).contiguous().cpu()
                for k, v in state_dict.items()}
-    header = {**info, "generator_sha256": file_sha256(weights_path)}
+    header = {**info, "generator_sha256": generator_sha256(weights_path)}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={HEADER_KEY: json.dumps(header)})
     return path
@@ -64,7 +77,7 @@ def load_discriminator(weights_path: str | os.PathLike[str]) -> tuple[dict[str, 
         state = load_file(str(path))
     except Exception as exc:  # safetensors raises several types; a missing key or bad JSON lands here too
         raise AnimeGANError(f"{path}: not a readable discriminator file ({first_line(exc)})") from None
-    if header.get("generator_sha256") != file_sha256(weights_path):
+    if header.get("generator_sha256") != generator_sha256(weights_path):
         raise AnimeGANError(f"{path}: made for another version of {Path(weights_path).name} "
                             "(export the run again, or delete it to start a new discriminator)")
     return state, header

@@ -527,7 +527,7 @@ def test_init_from_brings_the_discriminator_exported_beside_the_weights(straight
                                                                          capsys: pytest.CaptureFixture[str]) -> None:
     """An export writes the run's D beside its weights; a warm start continues with it, not a new D."""
     from animegan.export import export_faces
-    from animegan.weights import load_weights, project_weights, save_weights
+    from animegan.weights import load_weights, project_weights, save_weights, update_metadata
 
     path = export_faces(straight, "warm", weights_dir=weights_dir, sliders=False)
     sidecar = weights_dir / "warm.d.safetensors"
@@ -546,6 +546,10 @@ def test_init_from_brings_the_discriminator_exported_beside_the_weights(straight
     narrow.write_text(json.dumps({**TINY, "d_width": 2 * TINY["d_width"]}))
     assert main(_args(data, tmp_path / "misfit", narrow, 1, "--init-from", str(path))) == 2
     assert "its discriminator does not fit" in capsys.readouterr().err
+
+    # A metadata edit (update_metadata rewrites the file, not the weights) keeps the pair.
+    update_metadata(path, {"description": "edited"})
+    assert main(_args(data, tmp_path / "edited", tiny_config, 0, "--init-from", str(path))) == 0
 
     # A D left from an older export of the same name is never paired with newer weights.
     loaded = load_weights(str(path))
