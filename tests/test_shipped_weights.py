@@ -269,3 +269,22 @@ def test_the_default_style_stylizes_video_frames_as_it_does_photos(tmp_path: Pat
     near, far = np.abs(first_out - photo_way).mean(), np.abs(first_out - full_size).mean()
     # near: two lossy encodes (2.1 here); far: the strokes at full size differ (5.3 here)
     assert near < 3.5 and far > near + 2.0, (near, far)
+
+
+def test_shipped_discriminators_belong_to_their_weights() -> None:
+    """Each NAME.d.safetensors shipped (weights/, train/state/) pairs with NAME's generator and fits its D."""
+    from animegan.discriminator_file import load_discriminator
+    from animegan.models import build_model
+    from animegan.models.dcgan import DCGANDiscriminator, DCGANDiscriminatorConfig
+
+    sidecars = sorted([*SHIPPED.glob("*.d.safetensors"), *(REPO / "train" / "state").glob("*.d.safetensors")])
+    assert sidecars, "README: exports ship their discriminator beside the weights"
+    for sidecar in sidecars:
+        weights = sidecar.with_name(sidecar.name.replace(".d.safetensors", ".safetensors"))
+        state, header = load_discriminator(weights)  # refuses one made for other weights
+        config = header["config"]
+        if "image_size" in config:  # a face run's DCGAN discriminator
+            net = DCGANDiscriminator(DCGANDiscriminatorConfig(**config))
+        else:  # a style run's patch discriminator
+            net = build_model("patch_discriminator", config)
+        net.load_state_dict(state)
