@@ -106,6 +106,10 @@ class UpscalerTrainConfig:
         return FaceUpscalerConfig(channels=self.channels, blocks=self.blocks)
 
 
+# What a ``--resume`` may change: when to log, sample, checkpoint and evaluate, never a step's arithmetic.
+RESUME_MAY_CHANGE = ("steps", "log_every", "sample_every", "checkpoint_every", "eval_every")
+
+
 def config_from_dict(values: dict[str, Any]) -> UpscalerTrainConfig:
     values = {k: v for k, v in values.items() if k != "trainer"}  # config.json's marker for exports
     names = {f.name for f in dataclasses.fields(UpscalerTrainConfig)}
@@ -227,8 +231,9 @@ def _composite(generator: nn.Module, upscaler: FaceUpscaler) -> UpscaledFaceGene
 
 def _train(cfg: UpscalerTrainConfig, run: RunFolder, resume: bool, export_name: str | None, verbose: bool,
            stop: GracefulStop) -> int:
-    if resume and run.config_path.is_file():
-        cfg = dataclasses.replace(config_from_dict(run.read_config()), steps=cfg.steps)
+    if resume and run.config_path.is_file():  # the run's config, but for what a resume may change (from cfg)
+        saved = config_from_dict(run.read_config())
+        cfg = dataclasses.replace(saved, **{k: getattr(cfg, k) for k in RESUME_MAY_CHANGE})
     cfg = cfg.resolved()
     if not cfg.data:
         raise AnimeGANError("no training data: pass --data DIR")
@@ -431,8 +436,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.resume and run.config_path.is_file():
             saved = run.read_config()
             # "auto" names no network: the run's recorded choice stands
-            check_resume_keeps_config(saved, {k: v for k, v in values.items() if (k, v) != ("perceptual", "auto")})
-            values.setdefault("steps", saved.get("steps"))
+            check_resume_keeps_config(saved, {k: v for k, v in values.items() if (k, v) != ("perceptual", "auto")},
+                                      RESUME_MAY_CHANGE)
+            values = {**{k: saved[k] for k in RESUME_MAY_CHANGE if k in saved}, **values}
         cfg = config_from_dict(values)
         if args.export and not (cfg.generator or (args.resume and run.config_path.is_file()
                                                   and run.read_config().get("generator"))):
