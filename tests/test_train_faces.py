@@ -521,6 +521,31 @@ def test_init_from_starts_a_new_run_from_face_weights(straight: Path, data: Path
     assert "does not fit this run's config" in capsys.readouterr().err
 
 
+def test_init_from_a_128px_model_takes_its_64px_stage(straight: Path, data: Path, tiny_config: Path,
+                                                     tmp_path: Path, weights_dir: Path) -> None:
+    """A two-stage model (generator, then upscaler; what ``faces128`` is) warm-starts this trainer's
+    generator from its first stage: the network this trainer trains."""
+    from dataclasses import asdict
+
+    from animegan.export import export_faces
+    from animegan.models.face_upscaler import FaceUpscaler, FaceUpscalerConfig, UpscaledFacesConfig
+    from animegan.weights import load_weights, save_weights
+
+    plain = load_weights(str(export_faces(straight, "stage", weights_dir=weights_dir, sliders=False)))
+    upscaler = FaceUpscaler(FaceUpscalerConfig(channels=4, blocks=1))
+    two_stage = save_weights(weights_dir / "two-stage.safetensors", {
+        **{f"generator.{k}": v for k, v in plain.state_dict.items()},
+        **{f"upscaler.{k}": v for k, v in upscaler.state_dict().items()}}, {
+        "kind": "faces", "architecture": "dcgan_upscaled",
+        "config": asdict(UpscaledFacesConfig(generator=plain.metadata["config"], upscaler={"channels": 4, "blocks": 1}))})
+    out = tmp_path / "from-two-stage"
+    assert main(_args(data, out, tiny_config, 0, "--init-from", str(two_stage))) == 0
+    start = _final_state(out)
+    for part in ("G", "G_ema"):
+        for key, value in plain.state_dict.items():
+            assert torch.equal(start[part][key], value.to(start[part][key].dtype)), f"{part}.{key}"
+
+
 def test_init_from_brings_the_discriminator_exported_beside_the_weights(straight: Path, data: Path,
                                                                          tiny_config: Path, tmp_path: Path,
                                                                          weights_dir: Path,

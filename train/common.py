@@ -112,10 +112,13 @@ class GracefulStop:
 
 
 def load_generator_weights(generator: torch.nn.Module, weights: str, kind: str, what: str,
-                           architecture: tuple[str, str] | None = None) -> Any:
+                           architecture: tuple[str, str] | None = None,
+                           stages: dict[str, str] | None = None) -> Any:
     """Load a weights file of ``kind`` ("style" or "faces") into ``generator`` for a warm start.
 
     ``architecture`` is (the architecture the run trains, what makes it so), checked first.
+    ``stages`` maps the architecture of a file that holds the trained network as one stage of a
+    larger one to the prefix of that stage's tensors (e.g. a 128 px face model's 64 px generator).
     Returns the ``LoadedWeights`` (its metadata says how it was trained); any mismatch is one
     line naming the file: another kind of model, another architecture, or a generator this run's
     config does not build.
@@ -125,11 +128,14 @@ def load_generator_weights(generator: torch.nn.Module, weights: str, kind: str, 
     loaded = load_weights(weights, kind=kind)
     if loaded.kind != kind:
         raise AnimeGANError(f"{weights}: holds a {loaded.kind} model, not {what}")
-    if architecture is not None and loaded.architecture != architecture[0]:
+    prefix = (stages or {}).get(loaded.architecture)
+    if architecture is not None and loaded.architecture != architecture[0] and prefix is None:
         raise AnimeGANError(f"{weights}: a {loaded.architecture} generator, but {architecture[1]} trains "
                             f"{architecture[0]}")
+    state = loaded.state_dict if prefix is None else \
+        {k[len(prefix):]: v for k, v in loaded.state_dict.items() if k.startswith(prefix)}
     try:
-        generator.load_state_dict(loaded.state_dict)  # copied into the run's fp32 tensors, whatever the file's dtype
+        generator.load_state_dict(state)  # copied into the run's fp32 tensors, whatever the file's dtype
     except RuntimeError as exc:
         lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
         detail = (lines[1] if len(lines) > 1 else lines[0] if lines else "")[:200]  # [0] only names the class

@@ -145,11 +145,14 @@ def config_from_dict(values: dict[str, Any]) -> FaceTrainConfig:
 def warm_start(G: nn.Module, G_ema: nn.Module | None, D: nn.Module, weights: str) -> bool:
     """Start G (and its EMA) from a face weights file, so a new run on a new machine loses no CPU-hour.
 
-    The file must hold the same generator the config builds (same size, widths, latent size).
+    The file must hold the same generator the config builds (same size, widths, latent size), or
+    a 128 px model (``dcgan_upscaled``) whose 64 px stage is that generator: its stage is taken,
+    since that is what this trainer trains (the upscaler has its own trainer).
     The discriminator exported beside it (``NAME.d.safetensors``) comes too when it fits this
     run's D: returns whether it did. The optimisers start afresh.
     """
-    loaded = load_generator_weights(G, weights, "faces", "a face generator")
+    loaded = load_generator_weights(G, weights, "faces", "a face generator",
+                                    stages={"dcgan_upscaled": "generator."})
     if G_ema is not None:
         G_ema.load_state_dict(G.state_dict())
     return load_shipped_discriminator(D, loaded.source)
