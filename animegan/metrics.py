@@ -32,6 +32,9 @@ INCEPTION_SIZE = 299
 FEATURE_DIM = 2048
 CACHE_VERSION = 1
 MAX_CACHED_FEATURES = 10_000  # rows kept for KID; the mean and covariance use every image
+# An entry is 35 to 120 MB (the covariance alone is 32 MB): past this size, the least recently
+# used entries go, so a user who measures many folders does not fill the disk.
+STATS_CACHE_BYTES = 2 * 1024 ** 3
 
 Source = Union[str, os.PathLike, Sequence[Any], torch.Tensor, Iterable[torch.Tensor]]
 
@@ -177,9 +180,14 @@ def _read_cached(path: Path) -> FeatureStats | None:
         return None
     try:
         with np.load(path) as z:
-            return FeatureStats(z["mu"], z["sigma"], z["features"], int(z["count"]), int(z["skipped"]))
+            stats = FeatureStats(z["mu"], z["sigma"], z["features"], int(z["count"]), int(z["skipped"]))
     except (OSError, ValueError, KeyError):
         return None  # a damaged cache entry is recomputed
+    try:
+        os.utime(path)  # a use: the pruning keeps the most recently used entries
+    except OSError:
+        pass  # a read-only cache still serves
+    return stats
 
 
 def _write_cached(path: Path, stats: FeatureStats) -> None:
@@ -187,6 +195,31 @@ def _write_cached(path: Path, stats: FeatureStats) -> None:
         with open(tmp, "wb") as fh:
             np.savez(fh, mu=stats.mu, sigma=stats.sigma, features=stats.features, count=stats.count,
                      skipped=stats.skipped)
+    prune_stats_cache(path.parent, keep=path)
+
+
+def prune_stats_cache(folder: Path, keep: Path | None = None, limit: int | None = None) -> list[Path]:
+    """Remove the least recently used entries of ``folder`` until it holds at most ``limit`` bytes
+    (``STATS_CACHE_BYTES``); ``keep`` (the entry just written) stays whatever its size. Returns the removed."""
+    limit = STATS_CACHE_BYTES if limit is None else limit
+    entries = []
+    for entry in folder.glob("*.npz"):
+        try:
+            st = entry.stat()
+        except OSError:
+            continue  # removed meanwhile by another process
+        entries.append((st.st_mtime_ns, st.st_size, entry))
+    total = sum(size for _, size, _ in entries)
+    removed = []
+    for _, size, entry in sorted(entries, key=lambda e: e[:2]):
+        if total <= limit:
+            break
+        if keep is not None and entry == keep:
+            continue
+        entry.unlink(missing_ok=True)
+        total -= size
+        removed.append(entry)
+    return removed
 
 
 def compute_stats(source: Source, device: str | torch.device | None = None, limit: int | None = None,

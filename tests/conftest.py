@@ -67,6 +67,19 @@ def leaves_no_global_state() -> Iterator[None]:
     pytest.fail("the test left global state changed for the tests after it: " + "; ".join(details))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Caches go to a folder of the session's own, removed at its end, never the user's ``~/.cache/animegan``:
+    every folder a test measures adds Inception statistics of 35 MB or more there."""
+    import shutil
+
+    folder = tmp_path_factory.mktemp("cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ANIMEGAN_CACHE", str(folder))
+        yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 def _has_cxx() -> bool:
     try:
         from torch._inductor.cpp_builder import get_cpp_compiler

@@ -96,6 +96,30 @@ def test_fid_self_is_zero_and_shifted_is_larger(folders: tuple[Path, Path, Path]
     assert stats_cache_path([copy]) != before
 
 
+def test_the_statistics_cache_keeps_its_most_recently_used_entries_within_its_size(
+        folders: tuple[Path, Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every measured folder adds an entry of 35 MB or more: past the cache's size the least recently
+    used go, and the one just written stays even when it alone is over."""
+    from animegan import metrics
+
+    a, b, _ = folders
+    c = _write_folder(tmp_path / "c", 6, False, seed=3)
+    monkeypatch.setenv("ANIMEGAN_CACHE", str(tmp_path / "cache"))
+    first = compute_stats(a, device="cpu")
+    entry = {name: stats_cache_path(image_files([folder])) for name, folder in (("a", a), ("b", b), ("c", c))}
+    monkeypatch.setattr(metrics, "STATS_CACHE_BYTES", 2 * entry["a"].stat().st_size)  # room for two
+    compute_stats(b, device="cpu")
+    os.utime(entry["a"], (100, 100))  # a was written long before b
+    os.utime(entry["b"], (200, 200))
+    again = compute_stats(a, device="cpu")  # a hit: now used more recently than b
+    assert np.array_equal(again.sigma, first.sigma)
+    compute_stats(c, device="cpu")
+    assert [name for name, path in entry.items() if path.is_file()] == ["a", "c"]
+    monkeypatch.setattr(metrics, "STATS_CACHE_BYTES", 1)
+    compute_stats(b, device="cpu")
+    assert [name for name, path in entry.items() if path.is_file()] == ["b"]
+
+
 def test_batches_read_from_files_another_way_are_cached_under_their_own_key(
         folders: tuple[Path, Path, Path]) -> None:
     """``cache_as``: the face trainer's 64 px reference is read once, not at every run start."""
