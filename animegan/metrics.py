@@ -204,6 +204,8 @@ def prune_stats_cache(folder: Path, keep: Path | None = None, limit: int | None 
     limit = STATS_CACHE_BYTES if limit is None else limit
     entries = []
     for entry in folder.glob("*.npz"):
+        if entry.name.startswith("."):
+            continue  # another process's entry, still being written (``atomic_path``'s temporary)
         try:
             st = entry.stat()
         except OSError:

@@ -115,9 +115,14 @@ def test_the_statistics_cache_keeps_its_most_recently_used_entries_within_its_si
     assert np.array_equal(again.sigma, first.sigma)
     compute_stats(c, device="cpu")
     assert [name for name, path in entry.items() if path.is_file()] == ["a", "c"]
+    # Another process's entry, still being written under its temporary name, is not the pruning's to take.
+    writing = entry["a"].with_name(f".{entry['a'].stem}.x1y2.part.npz")
+    writing.write_bytes(entry["a"].read_bytes())
+    os.utime(writing, (50, 50))
     monkeypatch.setattr(metrics, "STATS_CACHE_BYTES", 1)
     compute_stats(b, device="cpu")
     assert [name for name, path in entry.items() if path.is_file()] == ["b"]
+    assert writing.is_file()
 
 
 def test_batches_read_from_files_another_way_are_cached_under_their_own_key(

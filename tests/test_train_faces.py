@@ -297,11 +297,12 @@ def test_fid_while_training_against_the_held_out_faces_and_them_shrunk(data: Pat
     assert record["fid"] > 0 and record["fid32"] > 0 and record["fid32"] != record["fid"]
     entries = sorted((weights_dir.parent / "cache" / "fid_stats").glob("*.npz"))
     assert len(entries) == 2  # the faces as they are, and shrunk
-    stamps = [e.stat().st_mtime_ns for e in entries]
+    # An entry is replaced atomically (a new inode) when written; a read only touches its time (LRU).
+    inodes = [(e.name, e.stat().st_ino) for e in entries]
     assert main(_args(data, tmp_path / "b", config, 2)) == 0  # same seed and steps: the same figures
     again = [r for r in RunFolder(tmp_path / "b").metrics() if "fid" in r][-1]
     assert again["fid32"] == pytest.approx(record["fid32"], rel=1e-6)
-    assert [e.stat().st_mtime_ns for e in sorted(entries[0].parent.glob("*.npz"))] == stamps  # read, not rewritten
+    assert [(e.name, e.stat().st_ino) for e in sorted(entries[0].parent.glob("*.npz"))] == inodes  # read, not rewritten
 
 
 def test_data_listing_loading_and_seeded_augmentation(data: Path, tmp_path: Path) -> None:
