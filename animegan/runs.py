@@ -41,6 +41,7 @@ class RunFolder:
     def __init__(self, path: str | os.PathLike[str], keep_checkpoints: int = 3) -> None:
         self.path = Path(path)
         self.keep_checkpoints = keep_checkpoints
+        self.created = False  # set by ``create``: this process runs in the folder, and its status is ours to write
 
     # -- layout -------------------------------------------------------------------------
     @property
@@ -80,6 +81,7 @@ class RunFolder:
             for stale in self.samples_dir.glob("step_*.png"):
                 stale.unlink(missing_ok=True)
         atomic_write_json(self.config_path, config)
+        self.created = True
 
     def discard_partial_files(self) -> list[Path]:
         """Remove half-written temporaries a killed trainer left behind (``atomic_path``'s ``.NAME.*.part*``).

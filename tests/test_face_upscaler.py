@@ -131,6 +131,9 @@ def test_resume_gives_the_uninterrupted_weights(shapes: Path, tmp_path: Path) ->
     # "auto" for the perceptual network the run resolved, is not
     assert main(["--out", str(split), "--resume", "--steps", "20", "--batch", "3", "--quiet"]) == 2
     assert RunFolder(split).load_latest_checkpoint()["step"] == 10
+    status = RunFolder(split).read_status()  # a bad interval is refused, and the run is not marked failed
+    assert main(["--out", str(split), "--resume", "--steps", "20", "--config", '{"eval_every": -1}', "--quiet"]) == 2
+    assert RunFolder(split).read_status() == status and status["state"] == "finished"
     # How often it logs and checkpoints may change (a long campaign reports less often), not what it computes.
     assert main(["--out", str(split), "--resume", "--steps", "20", "--data", str(shapes / ".." / shapes.name),
                  "--config", '{"perceptual": "auto", "log_every": 4, "checkpoint_every": 6}', "--quiet"]) == 0

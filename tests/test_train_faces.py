@@ -281,6 +281,13 @@ def test_bad_settings_are_refused_before_the_run_folder(data: Path, tiny_config:
         assert main(_args(data, tmp_path / "r", config, 2)) == 2
         assert message in capsys.readouterr().err
         assert not (tmp_path / "r").exists()
+    # Refused against a run that exists, resumed or started over it: that run's status stays its own.
+    done = tmp_path / "done"
+    assert main(_args(data, done, tiny_config, 2)) == 0
+    status = RunFolder(done).read_status()
+    assert main(["--out", str(done), "--resume", "--steps", "4", "--sample-every", "0", "--quiet"]) == 2
+    assert main(_args(data, done, config, 2)) == 2
+    assert RunFolder(done).read_status() == status and status["state"] == "finished"
 
 
 def test_fid_while_training_against_the_held_out_faces_and_them_shrunk(data: Path, tmp_path: Path,

@@ -36,7 +36,7 @@ from animegan.models.dcgan import DCGANDiscriminator, DCGANDiscriminatorConfig
 from animegan.models.face_upscaler import FaceUpscaler, FaceUpscalerConfig, UpscaledFaceGenerator, \
     UpscaledFacesConfig
 from animegan.names import check_name
-from animegan.runs import RunFolder, RunFolderInUse
+from animegan.runs import RunFolder
 
 from . import splits
 from .common import GracefulStop, check_resume_keeps_config, image_rows_grid, read_config_arg, step_generator
@@ -165,10 +165,8 @@ def train(cfg: UpscalerTrainConfig, out: str | Path, resume: bool = False, expor
         stop.install()
     try:
         return _train(cfg, run, resume, export_name, verbose, stop)
-    except RunFolderInUse:
-        raise  # the folder belongs to another run: its status is not ours to overwrite
     except BaseException as exc:
-        if run.path.is_dir():
+        if run.created:  # a refused start leaves the folder (and another run's status) as it was
             run.write_status("failed", error=str(exc)[:300])
         raise
     finally:

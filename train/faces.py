@@ -34,7 +34,7 @@ from animegan.export import export_faces, face_generator_config
 from animegan.models.dcgan import VARIANTS, DCGANConfig, DCGANDiscriminator, DCGANDiscriminatorConfig, \
     DCGANGenerator, variant_configs
 from animegan.names import check_name
-from animegan.runs import RunFolder, RunFolderInUse
+from animegan.runs import RunFolder
 
 from . import distributed
 from . import splits
@@ -175,10 +175,8 @@ def train(cfg: FaceTrainConfig, out: str | Path, resume: bool = False, device: s
     run = RunFolder(out)
     try:
         status = _train(cfg, run, resume, dist, export_name, verbose)
-    except RunFolderInUse:
-        raise  # the folder belongs to another run: its status is not ours to overwrite
     except BaseException as exc:
-        if dist.is_main and run.path.is_dir():  # a config refused up front leaves no folder behind
+        if dist.is_main and run.created:  # a refused start leaves the folder (and another run's status) as it was
             run.write_status("failed", error=str(exc)[:300])
         raise
     finally:
