@@ -236,8 +236,11 @@ def export_upscaled_faces(run_dir: str | Path, name: str, weights_dir: str | Pat
     loaded, base = upscaler_base(source, int(config.get("size", 128)))
     g_config = base.config
     state = run.load_best() or _newest_checkpoint(run)
-    # The run's FID/KID measured its own generator's samples: they describe this pair only if it is that one.
-    same_generator = _same_file(source, config.get("generator"))
+    # The run's FID/KID measured its own generator's samples: they describe this pair only if it is that one,
+    # tensor for tensor (a file of the same name may have been exported again since).
+    recorded = config.get("generator_tensors")
+    same_generator = weights_tensors_digest(loaded.source) == recorded if recorded else \
+        _same_file(loaded.source, config.get("generator"))
     u_config = {"channels": int(config["channels"]), "blocks": int(config["blocks"])}
     tensors = {**{f"generator.{k}": v for k, v in loaded.state_dict.items()},
                **{f"upscaler.{k}": v for k, v in state["U"].items()}}
@@ -259,6 +262,16 @@ def export_upscaled_faces(run_dir: str | Path, name: str, weights_dir: str | Pat
         "licence": FACE_LICENCE_NOTE,
     }
     return _save_face_weights(name, weights_dir, tensors, metadata, sliders)
+
+
+def weights_tensors_digest(weights: str | Path) -> str:
+    """SHA-256 of a weights file's tensors (a name in weights/ or a path; metadata edits leave it as it
+    was); "" for a source that is no local file."""
+    from .discriminator_file import generator_sha256
+    from .weights import load_weights
+
+    source = Path(load_weights(weights).source)
+    return generator_sha256(source) if source.is_file() else ""
 
 
 def _same_file(a: str | Path | None, b: str | Path | None) -> bool:

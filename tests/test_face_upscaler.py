@@ -177,8 +177,8 @@ def test_export_pairs_the_generator_with_the_upscaler(trained: Path, tmp_path: P
     fg.sliders  # computed from the 16 px generator's stem, as for any face model
 
 
-def test_training_with_a_generator_measures_its_upscaled_samples(shapes: Path, tmp_path: Path,
-                                                                weights_dir: Path) -> None:
+def test_training_with_a_generator_measures_its_upscaled_samples(shapes: Path, tmp_path: Path, weights_dir: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
     g_path = _tiny_face_weights(tmp_path)
     out = tmp_path / "run"
     assert main(_args(shapes, out, 4, "--generator", str(g_path), "--export", "mine", eval_every=4,
@@ -200,6 +200,16 @@ def test_training_with_a_generator_measures_its_upscaled_samples(shapes: Path, t
     assert read_metadata(weights_dir / "mine.safetensors")["metrics"]["fid"] == pytest.approx(record["fid"])
     other = export_upscaled_faces(out, "other", generator=_tiny_face_weights(tmp_path / "o", seed=1))
     assert set(read_metadata(other)["metrics"]) == {"fid_real", "psnr"}
+    # The same file exported again with other weights is another generator too, and a resume refuses
+    # it (its FIDs would mix two generators); an edit of its metadata alone changes neither.
+    from animegan.weights import update_metadata
+
+    update_metadata(g_path, {"description": "edited"})
+    assert "fid" in read_metadata(export_upscaled_faces(out, "edited"))["metrics"]
+    _tiny_face_weights(tmp_path, seed=2)  # over g_path
+    assert set(read_metadata(export_upscaled_faces(out, "again"))["metrics"]) == {"fid_real", "psnr"}
+    assert main(["--out", str(out), "--resume", "--steps", "6", "--quiet"]) == 2
+    assert "changed since this run started" in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------------------------------

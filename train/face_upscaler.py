@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from animegan.errors import AnimeGANError
-from animegan.export import export_upscaled_faces, upscaler_base
+from animegan.export import export_upscaled_faces, upscaler_base, weights_tensors_digest
 from animegan.models.dcgan import DCGANDiscriminator, DCGANDiscriminatorConfig
 from animegan.models.face_upscaler import FaceUpscaler, FaceUpscalerConfig, UpscaledFaceGenerator, \
     UpscaledFacesConfig
@@ -70,6 +70,7 @@ class UpscalerTrainConfig:
     adv_weight: float = 0.005             # 0: no discriminator
     d_width: int = 32
     generator: str = ""                   # 64 px face weights whose upscaled samples are evaluated and exported
+    generator_tensors: str = ""           # set at the start: SHA-256 of its tensors, the ones the run's FIDs measure
     amp: bool = True
     channels_last: bool = True
     log_every: int = 50
@@ -243,6 +244,12 @@ def _train(cfg: UpscalerTrainConfig, run: RunFolder, resume: bool, export_name: 
         raise AnimeGANError("--eval-every needs held-out faces (holdout)")
     # A wrong generator file fails now, before the run folder is made.
     sample_generator = load_face_generator(cfg.generator, cfg.size) if cfg.generator else None
+    if cfg.generator:
+        digest = weights_tensors_digest(cfg.generator)
+        if resume and cfg.generator_tensors and digest != cfg.generator_tensors:
+            raise AnimeGANError(f"{cfg.generator}: its weights changed since this run started, and the run's "
+                                "FID/KID measured the earlier ones; start a new run to evaluate these")
+        cfg = dataclasses.replace(cfg, generator_tensors=digest)
     run.create({"trainer": "face_upscaler", **asdict(cfg)}, resume=resume)
     dev = torch.device("cpu") if not torch.cuda.is_available() else torch.device("cuda")
     precision = train_precision(dev, cfg.amp, cfg.channels_last, fp16_fallback=False)
