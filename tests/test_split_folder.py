@@ -59,6 +59,39 @@ def test_size_writes_the_held_out_faces_shrunk_as_the_trainers_load_them(tmp_pat
         split_folder(src, None, tmp_path / "e32", size=16)
 
 
+def test_size_copies_follow_their_sources(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The copies are an FID reference: a rerun renews a copy whose source changed, removes one whose
+    source is gone, rewrites a damaged one, skips an unreadable source and names other images."""
+    import os
+
+    from train.data import load_square
+
+    src, out = tmp_path / "src", tmp_path / "e32"
+    src.mkdir()
+    rng = np.random.default_rng(1)
+    names = [f"face_{i:03d}.png" for i in range(60)]
+    for name in names:
+        Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(src / name)
+    held = sorted(n for n in names if is_eval(n))
+    assert len(held) >= 4
+    split_folder(src, None, out, size=32)
+    changed, gone, damaged, broken = held[:4]
+    Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(src / changed)
+    os.utime(src / changed, ns=(10**18, 10**18))  # a new modification time, however coarse the clock
+    (src / gone).unlink()
+    (out / (Path(damaged).stem + ".png")).write_bytes(b"not a png")
+    (src / broken).write_bytes(b"not an image either")
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(out / "mine.png")  # the user's own file
+    capsys.readouterr()
+    assert split_folder(src, None, out, size=32)[1] == len(held) - 2  # gone, and unreadable
+    err = capsys.readouterr().err
+    assert "skipped 1 unreadable" in err and "1 other image" in err and "mine.png" in err
+    assert np.array_equal(np.asarray(Image.open(out / (Path(changed).stem + ".png"))), load_square(src / changed, 32))
+    assert np.array_equal(np.asarray(Image.open(out / (Path(damaged).stem + ".png"))), load_square(src / damaged, 32))
+    copies = sorted(p.name for p in out.iterdir())
+    assert copies == sorted([Path(n).stem + ".png" for n in held if n not in (gone, broken)] + ["mine.png"])
+
+
 def test_cli_reports_counts_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main([str(tmp_path / "missing"), "--eval", str(tmp_path / "e")]) == 2
     assert "no such folder" in capsys.readouterr().err
