@@ -39,6 +39,8 @@ _PRIVATE_KEYS = ("run",)
 # Keys, at any depth, whose values are local folders or files: published as the last name alone
 # ("anime_faces", "faces64.safetensors"), which says what was used without showing the trainer's disk.
 _PATH_KEYS = {"folder", "data", "photos", "anime", "eval_photos", "fid_reference", "generator", "init_from"}
+# Keys that hold a path or a description: a path is cut to its last part, a description kept as written.
+_PATH_OR_TEXT_KEYS = {"training_data", "warm_start", "weights"}
 
 
 # ----------------------------------------------------------------------------------------
@@ -106,12 +108,20 @@ def _folder_name(path: str) -> str:
     return parts[-1] if parts else path
 
 
+def _looks_like_path(text: str) -> bool:
+    """'/home/bob/pics', 'C:\\data', '../x', 'data/photos' are paths; a sentence that names one is not."""
+    return (os.path.isabs(text) or bool(re.match(r"^([A-Za-z]:[\\/]|~|\.{1,2}[\\/])", text))
+            or (bool(re.search(r"[\\/]", text)) and not re.search(r"\s", text)))
+
+
 def public_metadata(meta: dict[str, Any]) -> dict[str, Any]:
     """The metadata to publish: no run folder path, and data folders by their names alone."""
+    def path_key(key: str, value: Any) -> bool:
+        return isinstance(value, str) and (key in _PATH_KEYS or key in _PATH_OR_TEXT_KEYS and _looks_like_path(value))
+
     def clean(value: Any) -> Any:
         if isinstance(value, dict):
-            return {k: (_folder_name(v) if k in _PATH_KEYS and isinstance(v, str) else clean(v))
-                    for k, v in value.items()}
+            return {k: (_folder_name(v) if path_key(k, v) else clean(v)) for k, v in value.items()}
         if isinstance(value, list):
             return [clean(v) for v in value]
         return value

@@ -461,6 +461,14 @@ def test_published_metadata_names_data_folders_without_local_paths() -> None:
     upscaler = published["training_data"]["upscaler"]["training_config"]
     assert (upscaler["generator"], upscaler["init_from"]) == ("faces64.safetensors", "old.safetensors")
     assert published["config"] == meta["config"] and published["metrics"] == meta["metrics"]
+    # A style's training data and warm start are a path when a user's export wrote them (its --data and
+    # --init-from as given), or a description (the shipped styles'): only the path is cut.
+    meta = json.loads((Path(__file__).resolve().parents[1] / "weights" / "portrait-anime.json").read_text())
+    assert hub.public_metadata(meta)["training_data"] == meta["training_data"] and " " in meta["training_data"]
+    meta.update(training_data="/home/alice/my photos/set", warm_start="C:\\Users\\bob\\w\\old.safetensors")
+    published = hub.public_metadata(meta)
+    assert (published["training_data"], published["warm_start"]) == ("set", "old.safetensors")
+    assert hub.public_metadata({"warm_start": "runs/mine/x.safetensors"})["warm_start"] == "x.safetensors"
 
 
 def test_readme_front_matter_makes_a_gradio_space() -> None:
