@@ -4,8 +4,8 @@
                                 [--threads N] [--no-train]
 
 Latency: one 128x128 face (batch 1, eval mode, after warm-up), median of repeats, with the
-default widths, and for ``faces64_upscaled_128`` the shipped 128 px layout (the 64 px improved
-generator at width 32, then the 2x face upscaler, ``animegan/models/face_upscaler.py``): the
+default widths, and for ``faces64_upscaled_128`` the shipped 128 px layout (``weights/faces128``'s: its
+64 px improved generator, then the 2x face upscaler, ``animegan/models/face_upscaler.py``): the
 plain way (an eager fp32 NCHW call of the network, as the seeds do) and the project's
 ``FaceGenerator`` (seed -> latent -> PIL, the device policy), with their ratio and largest pixel
 difference. Throughput: training images/s of ``train.faces`` on a small made-up folder (median
@@ -49,10 +49,15 @@ def _median_ms(fn, repeats: int, cuda: bool) -> float:
     return round(statistics.median(times), 2)
 
 
+SHIPPED_128 = Path(__file__).resolve().parents[1] / "weights" / "faces128.safetensors"
+
+
 def upscaled_generator() -> torch.nn.Module:
-    """The 128 px layout the project ships: faces64's generator (improved, width 32) and the default upscaler."""
-    g, _ = variant_configs("dcgan_improved", 64, g_width=32)
-    return UpscaledFaceGenerator(UpscaledFacesConfig(generator=vars(g), upscaler={}))
+    """The 128 px layout the project ships (``weights/faces128``'s config: a 64 px generator and the 2x
+    upscaler), with fresh weights: latency depends on the layout alone."""
+    from animegan.weights import read_metadata
+
+    return UpscaledFaceGenerator(UpscaledFacesConfig(**read_metadata(SHIPPED_128)["config"]))
 
 
 def latency(variant: str, size: int, device: str, repeats: int = 20) -> dict:

@@ -50,7 +50,7 @@ def test_the_readme_models_are_shipped_with_their_table_figures(monkeypatch: pyt
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     rows = {m.group(1): [c.strip() for c in m.group(2).split("|")]
             for m in re.finditer(r"^\| `([\w-]+)`[^|]*\|(.*)\|$", readme, re.M)}
-    table = ("faces128", "faces64", "faces64-dcgan")
+    table = ("faces128", "faces64-w48", "faces64", "faces64-dcgan")
     assert set(table) <= {p.stem for p in FACES}
     for name in table:
         # network | G parameters | steps x batch | images seen | time | FID | KID | FID at 64 px | KID at 64 px
@@ -272,12 +272,12 @@ def test_the_default_style_stylizes_video_frames_as_it_does_photos(tmp_path: Pat
 
 
 def test_shipped_discriminators_belong_to_their_weights() -> None:
-    """Each NAME.d.safetensors shipped (weights/, train/state/) pairs with NAME's generator and fits its D."""
+    """Each NAME.d.safetensors shipped in weights/ pairs with NAME's generator and fits its D."""
     from animegan.discriminator_file import load_discriminator
     from animegan.models import build_model
     from animegan.models.dcgan import DCGANDiscriminator, DCGANDiscriminatorConfig
 
-    sidecars = sorted([*SHIPPED.glob("*.d.safetensors"), *(REPO / "train" / "state").glob("*.d.safetensors")])
+    sidecars = sorted(SHIPPED.glob("*.d.safetensors"))
     assert sidecars, "README: exports ship their discriminator beside the weights"
     for sidecar in sidecars:
         weights = sidecar.with_name(sidecar.name.replace(".d.safetensors", ".safetensors"))
