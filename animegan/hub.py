@@ -117,7 +117,7 @@ def _looks_like_path(text: str) -> bool:
 def public_metadata(meta: dict[str, Any]) -> dict[str, Any]:
     """The metadata to publish: no run folder path, and data folders by their names alone."""
     def path_key(key: str, value: Any) -> bool:
-        return isinstance(value, str) and (key in _PATH_KEYS or key in _PATH_OR_TEXT_KEYS and _looks_like_path(value))
+        return isinstance(value, str) and (key in _PATH_KEYS or (key in _PATH_OR_TEXT_KEYS and _looks_like_path(value)))
 
     def clean(value: Any) -> Any:
         if isinstance(value, dict):
