@@ -2,6 +2,7 @@
 export into the stylizer, graceful stop, errors and a 2-process DDP (gloo) smoke run."""
 from __future__ import annotations
 
+import copy
 import json
 import os
 import signal
@@ -197,11 +198,12 @@ def test_cli_trains_logs_every_term_and_exports_a_working_style(dataset: Path, t
     assert any(not torch.equal(init[k], ckpt["generator"][k]) for k in init if init[k].is_floating_point())
 
 
-@pytest.mark.parametrize("recipe,ema", [("v2", 0.0), ("v3", 0.0), ("v2", 0.5)])
+@pytest.mark.parametrize("recipe,ema,augment", [("v2", 0.0, ""), ("v3", 0.0, ""), ("v2", 0.5, ""),
+                                                ("v2", 0.0, "translation,cutout")])
 def test_resume_gives_the_uninterrupted_run_exactly(dataset: Path, held_out: Path, tmp_path: Path,
-                                                    recipe: str, ema: float) -> None:
+                                                    recipe: str, ema: float, augment: str) -> None:
     # With the quality evaluation on: it must change nothing a later step computes.
-    evaluation = dict(eval_every=2, eval_photos=str(held_out), eval_limit=3, ema_decay=ema)
+    evaluation = dict(eval_every=2, eval_photos=str(held_out), eval_limit=3, ema_decay=ema, diffaugment=augment)
     cfg = _config(dataset, recipe=recipe, steps=4, **evaluation)
     whole = StyleTrainer(cfg, tmp_path / "whole", quiet=True)
     assert whole.run() == "finished"
@@ -451,6 +453,29 @@ def test_evaluation_settings_are_checked_at_start(dataset: Path, held_out: Path,
     assert main([*base, "--best", "--eval-every", "1", "--eval-photos", str(held_out)]) == 2
     assert "give --export NAME too" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def test_diffaugment_changes_what_d_sees_in_both_steps(dataset: Path, tmp_path: Path) -> None:
+    """D's update and G's adversarial term see augmented images; the content and style terms do not."""
+    trainers = {policy: StyleTrainer(_config(dataset, steps=2, init_steps=0, d_every=1, diffaugment=policy),
+                                     tmp_path / (policy or "plain"), quiet=True) for policy in ("", "translation,cutout")}
+    plain, augmented = trainers[""], trainers["translation,cutout"]
+    start = [copy.deepcopy(net.state_dict()) for net in (plain.generator, plain.discriminator)]
+
+    def first_step(trainer: StyleTrainer) -> dict[str, float]:
+        trainer.generator.load_state_dict(start[0])
+        trainer.discriminator.load_state_dict(start[1])
+        return trainer.train_step(0)
+
+    a, b = first_step(plain), first_step(augmented)
+    assert a["loss_content"] == b["loss_content"] and a["loss_style"] == b["loss_style"]
+    assert a["loss_d"] != b["loss_d"] and a["loss_adv_g"] != b["loss_adv_g"]
+    # The same step draws the same augmentation: a step is a function of (seed, step, rank), as before
+    again = StyleTrainer(_config(dataset, steps=2, init_steps=0, d_every=1, diffaugment="translation,cutout"),
+                         tmp_path / "again", quiet=True)
+    assert first_step(again) == b
+    with pytest.raises(AnimeGANError, match="unknown DiffAugment policy 'zoom'"):
+        _config(dataset, diffaugment="translation,zoom")
 
 
 def test_sigterm_checkpoints_and_stops(dataset: Path, tmp_path: Path) -> None:

@@ -56,6 +56,7 @@ from animegan.runs import RunFolder
 from . import distributed
 from .common import (GracefulStop, ema_decay_at, ema_update, image_rows_grid, load_generator_weights,
                      load_shipped_discriminator, read_config_arg, rng_state, set_rng_state, step_generator)
+from .diffaugment import diff_augment, parse_policy
 from .losses import (GAN_LOSSES, PRESETS, color_loss, content_loss, d_adv_loss, domain_loss, g_adv_loss,
                      gray_style_loss, preset_weights, region_smoothing_loss, revision_target, style_loss,
                      superpixel_average, tv_loss)
@@ -91,6 +92,10 @@ class StyleTrainConfig:
     inception_layer: str = "mixed_2"
     perceptual_scale: float = 0.0  # 0: the network's calibrated default (train.perceptual.FEATURE_SCALES)
     smooth_gray: bool = True  # v2 shows D the grayscale edge-smoothed anime, as the original
+    # DiffAugment before D, on every image it sees (anime, G's output, gray, smoothed), in D's step and
+    # G's: a D trained on a few hundred stills memorises them otherwise. "translation,cutout" suits a
+    # style; "color" would make some real anime look like D's grayscale negatives.
+    diffaugment: str = ""
     superpixels: int = 64  # v3 region smoothing: superpixels per crop
     val_photos: int = 4
     eval_every: int = 0  # measure style FID/KID and content on held-out photos every N steps; 0: never
@@ -137,6 +142,10 @@ class StyleTrainConfig:
         if self.eval_limit < 2:
             raise AnimeGANError(f"eval_limit must be at least 2 (got {self.eval_limit})")
         preset_weights(self.preset, self.weights)  # unknown weight names fail now, not at step 1000
+        try:
+            parse_policy(self.diffaugment)
+        except ValueError as exc:
+            raise AnimeGANError(str(exc)) from None
         try:
             make_config(RECIPES[self.recipe], self.generator)
             make_config("patch_discriminator", self.discriminator)
@@ -310,12 +319,14 @@ class StyleTrainer:
         _set_lr(self.opt_g, cfg.lr_g)
         _set_lr(self.opt_d, cfg.lr_g * cfg.d_lr_ratio)
         anime, anime_gray = self._move(b.anime), self._move(b.anime_gray)
+        # Its own stream (not the batch's), drawn in the same order on a resume.
+        aug = step_generator(cfg.seed + 1, step, self.dist.rank) if cfg.diffaugment else None
         # One G forward serves both updates: D's sees its output detached, before G changes.
         with self._autocast():
             out = self.g_train(photo)
         if (step - cfg.pretrain_steps) % cfg.d_every == 0:
             smooth = self._move(b.smooth_gray if cfg.smooth_gray else b.smooth)
-            self._d_update((out[1] if v3 else out).detach(), anime, anime_gray, smooth)
+            self._d_update((out[1] if v3 else out).detach(), anime, anime_gray, smooth, aug)
 
         for p in self.discriminator.parameters():
             p.requires_grad_(False)  # G's step must not touch (or all-reduce) D's gradients
@@ -345,7 +356,8 @@ class StyleTrainer:
                     terms["style"] = w.style * style_loss(f_fake, f_gray)
                     terms["color"] = w.color * color_loss(photo, fake)
                 terms["tv"] = w.tv * tv_loss(fake)
-                terms["adv_g"] = w.adv_g * g_adv_loss(self.discriminator(fake).float(), cfg.gan_loss)
+                seen = diff_augment(fake, cfg.diffaugment, aug) if aug is not None else fake
+                terms["adv_g"] = w.adv_g * g_adv_loss(self.discriminator(seen).float(), cfg.gan_loss)
             self._g_update(terms, step)
         finally:
             for p in self.discriminator.parameters():
@@ -365,13 +377,17 @@ class StyleTrainer:
             ema_update(self.generator_ema, self.generator,
                        ema_decay_at(self.cfg.ema_decay, step, bool(self.cfg.init_from)))
 
-    def _d_update(self, fake: torch.Tensor, anime: torch.Tensor, gray: torch.Tensor, smooth: torch.Tensor) -> None:
+    def _d_update(self, fake: torch.Tensor, anime: torch.Tensor, gray: torch.Tensor, smooth: torch.Tensor,
+                  aug: torch.Generator | None = None) -> None:
         """One D step on this step's anime, G's output (detached; the main tail for v3), gray and smoothed anime."""
         cfg, w = self.cfg, self.weights
         n = anime.shape[0]
         with self._autocast():
             # One D pass over all four kinds: one DDP forward per backward, one spectral-norm step.
-            logits = self.d_train(torch.cat([anime, fake.to(anime.dtype), gray, smooth])).float()
+            seen = torch.cat([anime, fake.to(anime.dtype), gray, smooth])
+            if aug is not None:
+                seen = diff_augment(seen, cfg.diffaugment, aug)
+            logits = self.d_train(seen).float()
         real_l, fake_l, gray_l, smooth_l = logits.split(n)
         loss = w.adv_d * d_adv_loss(real_l, fake_l, gray_l, smooth_l, cfg.gan_loss,
                                     (w.d_real, w.d_fake, w.d_gray, w.d_smooth))
