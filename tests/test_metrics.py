@@ -85,14 +85,18 @@ def test_fid_self_is_zero_and_shifted_is_larger(folders: tuple[Path, Path, Path]
     assert other["fid"] > 10.0
     assert other["kid"] > self_result["kid"]
     assert other["count_a"] == other["count_b"] == 6
-    # The reference statistics were cached per folder; a changed file changes the key.
+    # The reference statistics were cached per folder; a changed file changes the key, a new
+    # modification time alone (the same bytes laid down again, as a data mount each session) does not.
     key = stats_cache_path(image_files([a]))
     assert key.is_file() and key.parent == cache / "fid_stats"
     copy = a.parent / "a_copy.png"
-    copy.write_bytes(sorted(image_files([a]))[0].read_bytes())
+    first = sorted(image_files([a]))[0].read_bytes()
+    copy.write_bytes(first)
     os.utime(copy, (1, 1))
     before = stats_cache_path([copy])
     os.utime(copy, (2, 2))
+    assert stats_cache_path([copy]) == before
+    copy.write_bytes(first[:-1] + bytes([first[-1] ^ 1]))  # one bit, the same size
     assert stats_cache_path([copy]) != before
 
 
