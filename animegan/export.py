@@ -107,7 +107,7 @@ def export_style(run_dir: str | Path, name: str, weights_folder: str | Path | No
     metrics = {k: v for k, v in (logged[-1] if logged else {}).items() if k.startswith("loss_")}
     evaluated = [r for r in records if "kid" in r]
     if evaluated:  # the step's own evaluation when it has one, else the latest before it
-        metrics.update({k: v for k, v in evaluated[-1].items() if k not in ("time", "images_per_s")
+        metrics.update({k: v for k, v in evaluated[-1].items() if k not in ("time", "images_per_s", "train_hours")
                         and not k.startswith("loss_")})
         metrics["evaluated_step"] = metrics.pop("step")
     prior = config.get("warm_start") or {}

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
+from .curve import Curve, read_curve
 from .errors import AnimeGANError
 from .export import export_faces, export_style, export_upscaled_faces, is_style_run, is_upscaler_run
 from .images import image_files, open_image
@@ -373,6 +374,7 @@ class TrainingStatus:
     precision: str = ""  # what the trainer runs in, e.g. "bf16 autocast, channels_last"
     eta_s: float | None = None
     last_fid: float | None = None
+    curve: str = ""  # the best evaluation and the hours since (animegan.curve), once the run was evaluated
     sample: Path | None = None
     checkpoint_step: int | None = None
     records: int = 0
@@ -397,6 +399,8 @@ class TrainingStatus:
             parts.append(f"last FID {self.last_fid:.2f}")
         if self.checkpoint_step is not None:
             parts.append(f"checkpoint at step {self.checkpoint_step}")
+        if self.curve:
+            parts.append(self.curve)
         text = " · ".join(parts)
         return f"{text}\n\n{self.message}" if self.message else text
 
@@ -411,6 +415,17 @@ def format_duration(seconds: float) -> str:
 def run_kind(config: dict[str, Any]) -> str:
     """Which trainer wrote a config.json: "style", "upscaler" (the face upscaler) or "faces"."""
     return "style" if is_style_run(config) else "upscaler" if is_upscaler_run(config) else "faces"
+
+
+# The figure a run's campaign is judged by: style runs by their style KID, face runs by FID.
+CURVE_METRIC = {"style": "kid", "faces": "fid", "upscaler": "fid"}
+
+
+def run_curve(run: str | os.PathLike[str], metric: str | None = None) -> Curve:
+    """A run folder's quality curve against its training hours (``metric`` default: ``CURVE_METRIC``)."""
+    folder = RunFolder(run)
+    metric = metric or CURVE_METRIC[run_kind(folder.read_config())]
+    return read_curve(folder.metrics(), metric)
 
 
 def log_tail(path: str | os.PathLike[str], lines: int = 15, max_bytes: int = 16384) -> str:
@@ -693,6 +708,8 @@ class TrainingManager:
         if status.step and status.total:
             status.step = min(status.step, status.total)
         _speed(status, records)
+        curve = read_curve(records, CURVE_METRIC[status.kind or "faces"])
+        status.curve = curve.summary() if curve.best else ""
         samples = folder.samples()
         status.sample = samples[-1] if samples else None
         checkpoints = folder.checkpoints()

@@ -144,6 +144,8 @@ def test_resume_gives_the_uninterrupted_weights(shapes: Path, tmp_path: Path) ->
             assert torch.equal(a[part][key], b[part][key]), f"{part}.{key}"
     assert [r["step"] for r in RunFolder(straight).metrics()] == [5, 10, 15, 20]
     assert [r["step"] for r in RunFolder(split).metrics()] == [5, 10, 12, 16, 20]
+    hours = [r["train_hours"] for r in RunFolder(split).metrics()]  # carried across the resumes
+    assert hours[0] > 0 and hours == sorted(hours) and b["trained_s"] >= hours[-1] * 3600
     assert [p.name for p in RunFolder(split).checkpoints()][-2:] == ["step_00000018.pt", "step_00000020.pt"]
     config = RunFolder(split).read_config()
     assert (config["log_every"], config["checkpoint_every"], config["batch_size"]) == (4, 6, SMALL["batch_size"])

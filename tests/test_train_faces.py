@@ -104,6 +104,10 @@ def test_resume_equals_uninterrupted(straight: Path, data: Path, tiny_config: Pa
     assert main(_args(data, out, tiny_config, 6, "--resume")) == 0
     _assert_same_weights(_final_state(straight), _final_state(out))
     assert [r["step"] for r in RunFolder(out).metrics()] == [2, 3, 4, 6]  # 3: the first half's last step
+    # The training hours carry across the resume: the second half's count goes on from the first's
+    hours = [r["train_hours"] for r in RunFolder(out).metrics()]
+    assert hours[0] > 0 and hours == sorted(hours)
+    assert RunFolder(out).load_latest_checkpoint()["trained_s"] >= hours[-1] * 3600
 
 
 def test_a_resume_may_change_how_often_the_run_reports_not_what_it_computes(straight: Path, data: Path,

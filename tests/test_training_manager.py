@@ -273,6 +273,9 @@ def test_quality_figures_are_shaped_for_their_plot(tmp_path: Path, monkeypatch: 
     frame = manager.quality_frame("evaluated")
     assert list(frame.columns) == ["step", "value", "series"] and len(frame) == len(rows)
     assert manager.status("evaluated").last_fid == 250.0
+    # The style KID curve's best step, in the status line (the records hold no train_hours: their times count)
+    status = manager.status("evaluated")
+    assert status.curve.startswith("best kid 0.5 at step 2 (0.00 h)") and status.curve in status.summary()
 
     _, plot, quality, *_, seen = tab.refresh("evaluated", {})
     assert quality["visible"] is True and quality["value"].equals(frame)

@@ -557,6 +557,7 @@ class StyleTrainer:
                                        f"(unrelated {record['content_unrelated']:.3g}); "
                                        f"{time.time() - started:.1f} s")
                 if main and record:
+                    record["train_hours"] = (self.trained_s + time.time() - step_started) / 3600
                     rf.log(self.step, **record)
                     rf.write_status("running", step=self.step, **extra)
                 if main and (self.step % cfg.sample_every == 0 or self.step == cfg.steps):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import random
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +95,26 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
     np.random.set_state(("MT19937", state["numpy_keys"].numpy().astype(np.uint32), state["numpy_pos"], 0, 0.0))
     random.setstate((state["python_version"], tuple(int(k) for k in state["python_keys"]), None))
+
+
+class TrainClock:
+    """Wall-clock seconds a run has trained, carried across resumes in its checkpoints (``trained_s``).
+
+    The trainers log it as ``train_hours`` in metrics.jsonl, so a campaign's hours (``animegan.curve``)
+    count training, not the time a run sat stopped between sessions.
+    """
+
+    def __init__(self, carried_s: float = 0.0) -> None:
+        self.carried_s = float(carried_s)
+        self.started = time.monotonic()
+
+    @property
+    def seconds(self) -> float:
+        return self.carried_s + time.monotonic() - self.started
+
+    @property
+    def hours(self) -> float:
+        return self.seconds / 3600.0
 
 
 class GracefulStop:

@@ -39,7 +39,8 @@ from animegan.names import check_name
 from animegan.runs import RunFolder
 
 from . import splits
-from .common import GracefulStop, check_resume_keeps_config, image_rows_grid, read_config_arg, step_generator
+from .common import (GracefulStop, TrainClock, check_resume_keeps_config, image_rows_grid, read_config_arg,
+                     step_generator)
 from .data import ImageFolderDataset, list_images, report_skipped
 from .losses import content_loss, d_fake_loss, d_real_loss, g_adv_loss
 from .perceptual import Perceptual
@@ -283,13 +284,14 @@ def _train(cfg: UpscalerTrainConfig, run: RunFolder, resume: bool, export_name: 
         _log(verbose, f"upscaler initialised from {cfg.init_from}")
     if resume:
         run.truncate_metrics(start)
+    clock = TrainClock(float(ckpt.get("trained_s", 0.0)) if ckpt is not None else 0.0)
     best = run.load_best() if resume else None
     # A best step after the resumed one (its checkpoint was damaged and set aside) is redone, not trusted.
     best_score = best.get("score", math.inf) if best and int(best.get("step", 0)) <= start else math.inf
 
     def checkpoint(step: int) -> None:
         run.save_checkpoint(step, {"U": U.state_dict(), "D": D.state_dict(), "opt_U": opt_u.state_dict(),
-                                   "opt_D": opt_d.state_dict()})
+                                   "opt_D": opt_d.state_dict(), "trained_s": clock.seconds})
 
     evaluation: _Eval | None = None
     sample_hr = sample_lr = generated = None
@@ -366,9 +368,11 @@ def _train(cfg: UpscalerTrainConfig, run: RunFolder, resume: bool, export_name: 
                 best_score = score
                 run.save_best(step, {"U": U.state_dict(), "score": score, "metrics": figures})
         if values:
+            values["train_hours"] = clock.hours
             run.log(step, **values)
             run.write_status("running", step=step, **status_extra)
-            _log(verbose, f"step {step}/{cfg.steps} " + " ".join(f"{k}={v:.4g}" for k, v in values.items()))
+            _log(verbose, f"step {step}/{cfg.steps} " + " ".join(f"{k}={v:.4g}" for k, v in values.items()
+                                                                 if k != "train_hours"))
             interval_start = time.perf_counter()
         if step % cfg.checkpoint_every == 0 or last:
             checkpoint(step)

@@ -38,8 +38,8 @@ from animegan.runs import RunFolder
 
 from . import distributed
 from . import splits
-from .common import GracefulStop, check_resume_keeps_config, ema_decay_at, ema_update, load_generator_weights, \
-    load_shipped_discriminator, read_config_arg, step_generator
+from .common import GracefulStop, TrainClock, check_resume_keeps_config, ema_decay_at, ema_update, \
+    load_generator_weights, load_shipped_discriminator, read_config_arg, step_generator
 from .data import ImageFolderDataset, augment, list_images, report_skipped
 from .diffaugment import diff_augment, parse_policy
 from .losses import d_fake_loss, d_real_loss, g_adv_loss
@@ -242,6 +242,7 @@ def _train(cfg: FaceTrainConfig, run: RunFolder, resume: bool, dist: distributed
             _log(verbose, f"resuming from step {start}")
         if dist.is_main:
             run.truncate_metrics(start)  # steps after the checkpoint are redone
+    clock = TrainClock(float(ckpt.get("trained_s", 0.0)) if ckpt is not None else 0.0)
     if dist.enabled:
         G = nn.parallel.DistributedDataParallel(G, device_ids=[dev.index] if on_cuda else None)
         D = nn.parallel.DistributedDataParallel(D, device_ids=[dev.index] if on_cuda else None)
@@ -249,7 +250,7 @@ def _train(cfg: FaceTrainConfig, run: RunFolder, resume: bool, dist: distributed
     def checkpoint(step: int) -> None:
         if dist.is_main:
             state = {"G": _unwrap(G).state_dict(), "D": _unwrap(D).state_dict(), "opt_G": opt_g.state_dict(),
-                     "opt_D": opt_d.state_dict(), "scaler": scaler.state_dict()}
+                     "opt_D": opt_d.state_dict(), "scaler": scaler.state_dict(), "trained_s": clock.seconds}
             if G_ema is not None:
                 state["G_ema"] = G_ema.state_dict()
             run.save_checkpoint(step, state)
@@ -262,14 +263,14 @@ def _train(cfg: FaceTrainConfig, run: RunFolder, resume: bool, dist: distributed
         previous = {}
     try:
         return _loop(cfg, run, dist, export_name, verbose, G, D, G_ema, opt_g, opt_d, scaler, precision,
-                     dataset, train_files, held, start, checkpoint, stop)
+                     dataset, train_files, held, start, checkpoint, stop, clock)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
 
 def _loop(cfg, run, dist, export_name, verbose, G, D, G_ema, opt_g, opt_d, scaler, precision, dataset,
-          train_files, held, start, checkpoint, stop) -> int:
+          train_files, held, start, checkpoint, stop, clock) -> int:
     """The training steps (split from the set-up so signal handlers are restored afterwards)."""
     dev = dist.device
     fmt = precision.memory_format
@@ -349,12 +350,13 @@ def _loop(cfg, run, dist, export_name, verbose, G, D, G_ema, opt_g, opt_d, scale
                 values.update(_fid(sampler, cfg, reference, dev))
             distributed.barrier(dist)
         if values:
+            values["train_hours"] = clock.hours
             if dist.is_main:
                 run.log(step, **values)
                 run.write_status("running", step=step, **status_extra)
             if "loss_G" in values:
                 _log(verbose, f"step {step}/{cfg.steps} " + " ".join(
-                    f"{k}={v:.4g}" for k, v in values.items()))
+                    f"{k}={v:.4g}" for k, v in values.items() if k != "train_hours"))
                 interval_start = time.perf_counter()
         if step % cfg.checkpoint_every == 0 or last:
             checkpoint(step)

@@ -14,7 +14,7 @@ from ..errors import AnimeGANError
 
 # Command modules, in the order ``--help`` lists them. A module missing from this install
 # (an optional part) is left out rather than breaking the others.
-COMMANDS = ["stylize", "video", "faces", "fid", "styles", "push"]
+COMMANDS = ["stylize", "video", "faces", "fid", "styles", "push", "curve"]
 
 
 def build_parser() -> argparse.ArgumentParser:
