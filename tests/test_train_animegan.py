@@ -228,6 +228,7 @@ def test_resume_gives_the_uninterrupted_run_exactly(dataset: Path, held_out: Pat
     assert [r["step"] for r in resumed.run_folder.metrics()] == [1, 2, 3, 4]
     hours = [r["train_hours"] for r in resumed.run_folder.metrics()]  # carried across the resume
     assert hours[0] > 0 and hours == sorted(hours)
+    assert resumed.run_folder.load_latest_checkpoint()["trained_s"] >= hours[-1] * 3600
     figures = ("fid", "kid", "content", "baseline_fid", "baseline_kid", "content_unrelated")
     evaluated = [[{k: r[k] for k in figures} for r in t.run_folder.metrics() if "fid" in r] for t in (whole, resumed)]
     assert len(evaluated[0]) == 2 and evaluated[0] == evaluated[1]  # steps 2 and 4, the same figures

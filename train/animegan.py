@@ -54,7 +54,7 @@ from animegan.names import check_name
 from animegan.runs import RunFolder
 
 from . import distributed
-from .common import (GracefulStop, ema_decay_at, ema_update, image_rows_grid, load_generator_weights,
+from .common import (GracefulStop, TrainClock, ema_decay_at, ema_update, image_rows_grid, load_generator_weights,
                      load_shipped_discriminator, read_config_arg, rng_state, set_rng_state, step_generator)
 from .diffaugment import diff_augment, parse_policy
 from .losses import (GAN_LOSSES, PRESETS, color_loss, content_loss, d_adv_loss, domain_loss, g_adv_loss,
@@ -244,7 +244,7 @@ class StyleTrainer:
             self.g_train = DDP(self.g_train, device_ids=ids)
             self.d_train = DDP(self.discriminator, device_ids=ids)
         self.step = 0
-        self.trained_s = 0.0  # wall-clock seconds of this run's steps and evaluations, across resumes
+        self.clock = TrainClock()  # this run's training seconds; a resume carries the checkpoint's count on
         self.images_seen = 0  # this run's training images over all processes, across resumes
         self.best_kid = float("inf")
         self.last_d: dict[str, float] = {}
@@ -274,7 +274,7 @@ class StyleTrainer:
     def state_dict(self) -> dict[str, Any]:
         state = {"generator": self.generator.state_dict(), "discriminator": self.discriminator.state_dict(),
                  "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(), "rng": rng_state(),
-                 "last_d": dict(self.last_d), "trained_s": self.trained_s, "images_seen": self.images_seen}
+                 "last_d": dict(self.last_d), "trained_s": self.clock.seconds, "images_seen": self.images_seen}
         if self.generator_ema is not None:
             state["generator_ema"] = self.generator_ema.state_dict()
         return state
@@ -288,7 +288,7 @@ class StyleTrainer:
         self.opt_d.load_state_dict(state["opt_d"])
         set_rng_state(state["rng"])
         self.last_d = dict(state.get("last_d", {}))
-        self.trained_s = float(state.get("trained_s", 0.0))
+        self.clock = TrainClock(float(state.get("trained_s", 0.0)))
         self.images_seen = int(state.get("images_seen", int(state["step"]) * self.cfg.batch * self.dist.world_size))
         self.step = int(state["step"])
 
@@ -460,11 +460,11 @@ class StyleTrainer:
             generator.train(was_training)
         return out
 
-    def keep_best(self, figures: dict[str, float], trained_s: float) -> None:
+    def keep_best(self, figures: dict[str, float]) -> None:
         """Keep the generator of this step as the run's best (the export of a campaign), with its figures."""
         from .evaluate_style import FIGURES
 
-        self.run_folder.save_best(self.step, {"generator": self.sampler.state_dict(), "trained_s": trained_s,
+        self.run_folder.save_best(self.step, {"generator": self.sampler.state_dict(), "trained_s": self.clock.seconds,
                                               "images_seen": self.images_seen,
                                               "figures": {k: float(figures[k]) for k in FIGURES}})
 
@@ -520,7 +520,6 @@ class StyleTrainer:
         pending = pool.submit(self.make_batch, self.step)
         try:
             while self.step < cfg.steps:
-                step_started = time.time()
                 if self._stop_requested(stop):
                     state = "stopped"
                     break
@@ -548,7 +547,7 @@ class StyleTrainer:
                         record.update(self.evaluate())
                         if record["kid"] < self.best_kid:  # NaN never is
                             self.best_kid = record["kid"]
-                            self.keep_best(record, self.trained_s + time.time() - step_started)
+                            self.keep_best(record)
                     distributed.barrier(self.dist)  # the other ranks wait for the main one's evaluation
                     t0 += time.time() - started  # images/s counts training time only
                     if progress is not None:
@@ -557,12 +556,11 @@ class StyleTrainer:
                                        f"(unrelated {record['content_unrelated']:.3g}); "
                                        f"{time.time() - started:.1f} s")
                 if main and record:
-                    record["train_hours"] = (self.trained_s + time.time() - step_started) / 3600
+                    record["train_hours"] = self.clock.hours
                     rf.log(self.step, **record)
                     rf.write_status("running", step=self.step, **extra)
                 if main and (self.step % cfg.sample_every == 0 or self.step == cfg.steps):
                     rf.save_sample(self.step, self.sample())
-                self.trained_s += time.time() - step_started
                 if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
                     self.save_checkpoint()
             if state == "stopped":
