@@ -65,14 +65,14 @@ def training_hours(records: Sequence[dict[str, Any]]) -> list[float]:
     previous: dict[str, Any] | None = None
     for r in records:
         if previous is not None:
-            logged, before = as_number(r.get("train_hours")), as_number(previous.get("train_hours"))
+            logged, before = finite_number(r.get("train_hours")), finite_number(previous.get("train_hours"))
             if logged is not None and before is not None and logged >= before:
                 total += logged - before
             else:
-                gap = (as_number(r.get("time")) or 0.0) - (as_number(previous.get("time")) or 0.0)
+                gap = (finite_number(r.get("time")) or 0.0) - (finite_number(previous.get("time")) or 0.0)
                 if 0.0 < gap <= MAX_GAP_S:
                     total += gap / 3600.0
-        elif as_number(r.get("train_hours")) is not None:
+        elif finite_number(r.get("train_hours")) is not None:
             total = float(r["train_hours"])
         hours.append(total)
         previous = r
@@ -83,10 +83,12 @@ def read_curve(records: Sequence[dict[str, Any]], metric: str) -> Curve:
     """``metric``'s evaluations in ``records`` (metrics.jsonl lines) with their training hours."""
     hours = training_hours(records)
     points = tuple(CurvePoint(int(r["step"]), h, float(r[metric])) for r, h in zip(records, hours)
-                   if as_number(r.get(metric)) is not None and math.isfinite(float(r[metric])))
+                   if finite_number(r.get(metric)) is not None)
     return Curve(metric, points, hours[-1] if hours else 0.0)
 
 
-def as_number(value: Any) -> float | None:
-    """``value`` as a float when a metrics line holds a number there (bools are not), else None."""
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+def finite_number(value: Any) -> float | None:
+    """``value`` as a float when a metrics line holds a finite number there (bools are not), else None."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import atexit
 import json
-import math
 import os
 import re
 import signal
@@ -37,7 +36,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
-from .curve import Curve, as_number, read_curve
+from .curve import Curve, finite_number, read_curve
 from .errors import AnimeGANError
 from .export import export_faces, export_style, export_upscaled_faces, is_style_run, is_upscaler_run
 from .images import image_files, open_image
@@ -786,8 +785,8 @@ def _long_rows(records: list[dict[str, Any]], pick: Callable[[str], tuple[str, f
     series: dict[str, list[tuple[int, float]]] = {}
     for r in records:
         for key, value in r.items():
-            chosen, number = pick(key), as_number(value)
-            if chosen is not None and number is not None and math.isfinite(number):  # NaN/inf break the scale
+            chosen, number = pick(key), finite_number(value)
+            if chosen is not None and number is not None:  # NaN/inf would break the plot's scale
                 series.setdefault(chosen[0], []).append((int(r["step"]), number * chosen[1]))
     rows = []
     for label, points in series.items():
