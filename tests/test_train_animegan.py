@@ -481,6 +481,29 @@ def test_diffaugment_changes_what_d_sees_in_both_steps(dataset: Path, tmp_path: 
         _config(dataset, diffaugment="translation,zoom")
 
 
+def test_d_warmup_trains_only_d_then_g(dataset: Path, tmp_path: Path) -> None:
+    """In ``d_warmup`` G (and its EMA) stay as they are while D learns; after it, G trains and D on its turns."""
+    trainer = StyleTrainer(_config(dataset, steps=4, init_steps=1, d_warmup=2, d_every=2, ema_decay=0.9),
+                           tmp_path / "run", quiet=True)
+    trainer.train_step(0)  # content-only
+    g0, ema0, d0 = (copy.deepcopy(net.state_dict()) for net in
+                    (trainer.generator, trainer.generator_ema, trainer.discriminator))
+
+    def changed(net: torch.nn.Module, before: dict) -> bool:
+        return any(not torch.equal(v, before[k]) for k, v in net.state_dict().items())
+
+    for step in (1, 2):
+        out = trainer.train_step(step)
+        assert set(out) == {"loss_d"} and np.isfinite(out["loss_d"])
+    assert not changed(trainer.generator, g0) and not changed(trainer.generator_ema, ema0)
+    assert changed(trainer.discriminator, d0)
+    d1 = copy.deepcopy(trainer.discriminator.state_dict())
+    out = trainer.train_step(3)  # the GAN phase proper: its first step is D's turn (d_every counts from here)
+    assert changed(trainer.generator, g0) and changed(trainer.discriminator, d1) and "loss_adv_g" in out
+    with pytest.raises(AnimeGANError, match="d_warmup must be 0 or more"):
+        _config(dataset, d_warmup=-1)
+
+
 def test_sigterm_checkpoints_and_stops(dataset: Path, tmp_path: Path) -> None:
     trainer = StyleTrainer(_config(dataset, steps=500, checkpoint_every=1000, sample_every=1000), tmp_path / "run",
                            quiet=True)

@@ -7,9 +7,10 @@
 DIR holds ``real_images/`` (photos) and ``anime_images/`` (one anime style). The run folder
 is the face trainer's (``animegan.runs``). Schedule: ``init_steps`` of content-only
 reconstruction, then the GAN phase, where D (learning rate ``d_lr_ratio`` x G's) is updated
-once per ``d_every`` G updates. Every random draw comes from ``step_generator(seed, step,
-rank)``, so ``--resume`` from a checkpoint gives exactly the uninterrupted run. Under
-``torchrun`` it trains with DDP (each rank draws its own batches).
+once per ``d_every`` G updates; with ``d_warmup`` the GAN phase's first steps train only D (G
+frozen), so a warm start's new D learns the anime before G answers it. Every random draw comes
+from ``step_generator(seed, step, rank)``, so ``--resume`` from a checkpoint gives exactly the
+uninterrupted run. Under ``torchrun`` it trains with DDP (each rank draws its own batches).
 
 With ``eval_every`` the main process measures the current generator every N steps (and at the
 last) on held-out photos, as ``python -m train.evaluate_style`` does (``style_figures``): ``fid``,
@@ -80,6 +81,7 @@ class StyleTrainConfig:
     lr_g: float = 8e-5
     d_lr_ratio: float = 0.5
     d_every: int = 5
+    d_warmup: int = 0  # GAN-phase steps that train only D (G frozen): a warm start's new D learns first
     betas: list[float] = field(default_factory=lambda: [0.5, 0.999])
     gan_loss: str = "lsgan"
     grad_clip: float = 10.0
@@ -132,6 +134,8 @@ class StyleTrainConfig:
                 raise AnimeGANError(f"{name} must be at least 1 (got {getattr(self, name)})")
         if self.init_steps < 0:
             raise AnimeGANError(f"init_steps must be 0 or more (got {self.init_steps})")
+        if self.d_warmup < 0:
+            raise AnimeGANError(f"d_warmup must be 0 or more steps (got {self.d_warmup})")
         if self.eval_every < 0:
             raise AnimeGANError(f"eval_every must be 0 (never) or more (got {self.eval_every})")
         if self.eval_every and not self.eval_photos:
@@ -298,7 +302,7 @@ class StyleTrainer:
         return self.data.batch(self.cfg.batch, step_generator(self.cfg.seed, step, self.dist.rank))
 
     def train_step(self, step: int, batch: StyleBatch | None = None) -> dict[str, float]:
-        """One G update (and, on D's turn, one D update first) on this step's batch."""
+        """One G update (and, on D's turn, one D update first) on this step's batch; D alone in ``d_warmup``."""
         cfg, w = self.cfg, self.weights
         b = batch if batch is not None else self.make_batch(step)
         photo = self._move(b.photo)
@@ -321,12 +325,15 @@ class StyleTrainer:
         anime, anime_gray = self._move(b.anime), self._move(b.anime_gray)
         # Its own stream (not the batch's), drawn in the same order on a resume.
         aug = step_generator(cfg.seed + 1, step, self.dist.rank) if cfg.diffaugment else None
+        warming_up = step < cfg.pretrain_steps + cfg.d_warmup  # G frozen: no graph through it, D every step
         # One G forward serves both updates: D's sees its output detached, before G changes.
-        with self._autocast():
+        with torch.no_grad() if warming_up else contextlib.nullcontext(), self._autocast():
             out = self.g_train(photo)
-        if (step - cfg.pretrain_steps) % cfg.d_every == 0:
+        if warming_up or (step - cfg.pretrain_steps - cfg.d_warmup) % cfg.d_every == 0:
             smooth = self._move(b.smooth_gray if cfg.smooth_gray else b.smooth)
             self._d_update((out[1] if v3 else out).detach(), anime, anime_gray, smooth, aug)
+        if warming_up:
+            return dict(self.last_d)
 
         for p in self.discriminator.parameters():
             p.requires_grad_(False)  # G's step must not touch (or all-reduce) D's gradients
