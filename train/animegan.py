@@ -327,7 +327,7 @@ class StyleTrainer:
         aug = step_generator(cfg.seed + 1, step, self.dist.rank) if cfg.diffaugment else None
         warming_up = step < cfg.pretrain_steps + cfg.d_warmup  # G frozen: no graph through it, D every step
         # One G forward serves both updates: D's sees its output detached, before G changes.
-        with torch.no_grad() if warming_up else contextlib.nullcontext(), self._autocast():
+        with torch.set_grad_enabled(not warming_up), self._autocast():
             out = self.g_train(photo)
         if warming_up or (step - cfg.pretrain_steps - cfg.d_warmup) % cfg.d_every == 0:
             smooth = self._move(b.smooth_gray if cfg.smooth_gray else b.smooth)
