@@ -129,7 +129,7 @@ def export_style(run_dir: str | Path, name: str, weights_folder: str | Path | No
         "preset": config.get("preset"),
         "perceptual_network": config.get("perceptual_network"),
         "train_config": {k: config[k] for k in ("size", "batch", "init_steps", "pretrain_steps", "lr_g", "d_every",
-                                                 "d_lr_ratio", "ema_decay", "gan_loss", "loss_weights")
+                                                 "d_warmup", "d_lr_ratio", "ema_decay", "gan_loss", "loss_weights")
                          if k in config},
         "metrics": metrics,
         "run": str(rf.path),

@@ -483,6 +483,8 @@ def test_diffaugment_changes_what_d_sees_in_both_steps(dataset: Path, tmp_path: 
 
 def test_d_warmup_trains_only_d_then_g(dataset: Path, tmp_path: Path) -> None:
     """In ``d_warmup`` G (and its EMA) stay as they are while D learns; after it, G trains and D on its turns."""
+    from animegan.weights import load_weights
+
     trainer = StyleTrainer(_config(dataset, steps=4, init_steps=1, d_warmup=2, d_every=2, ema_decay=0.9),
                            tmp_path / "run", quiet=True)
     trainer.train_step(0)  # content-only
@@ -500,6 +502,11 @@ def test_d_warmup_trains_only_d_then_g(dataset: Path, tmp_path: Path) -> None:
     d1 = copy.deepcopy(trainer.discriminator.state_dict())
     out = trainer.train_step(3)  # the GAN phase proper: its first step is D's turn (d_every counts from here)
     assert changed(trainer.generator, g0) and changed(trainer.discriminator, d1) and "loss_adv_g" in out
+    # The exported weights write the warm-up down with the rest of the recipe
+    assert StyleTrainer(_config(dataset, steps=2, init_steps=1, d_warmup=1), tmp_path / "short",
+                        quiet=True).run() == "finished"
+    meta = load_weights(export_style(tmp_path / "short", "warmed", weights_folder=tmp_path / "w")).metadata
+    assert meta["train_config"]["d_warmup"] == 1
     with pytest.raises(AnimeGANError, match="d_warmup must be 0 or more"):
         _config(dataset, d_warmup=-1)
 
