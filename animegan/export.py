@@ -223,8 +223,6 @@ def export_upscaled_faces(run_dir: str | Path, name: str, weights_dir: str | Pat
     file is an ordinary face weights file (architecture ``dcgan_upscaled``): the Faces tab, the
     CLI and the Hub use it like any other.
     """
-    from .models.face_upscaler import UpscaledFacesConfig
-
     name = check_name(name, "weights name")
     run = RunFolder(run_dir)
     config = run.read_config()
@@ -234,7 +232,6 @@ def export_upscaled_faces(run_dir: str | Path, name: str, weights_dir: str | Pat
     if not source:
         raise AnimeGANError(f"{run.path}: the run names no generator; pass the 64 px face weights to pair it with")
     loaded, base = upscaler_base(source, int(config.get("size", 128)))
-    g_config = base.config
     state = run.load_best() or _newest_checkpoint(run)
     # The run's FID/KID measured its own generator's samples: they describe this pair only if it is that one,
     # tensor for tensor (a file of the same name may have been exported again since).
@@ -242,23 +239,59 @@ def export_upscaled_faces(run_dir: str | Path, name: str, weights_dir: str | Pat
     same_generator = weights_tensors_digest(loaded.source) == recorded if recorded else \
         _same_file(loaded.source, config.get("generator"))
     u_config = {"channels": int(config["channels"]), "blocks": int(config["blocks"])}
+    upscaler = {"folder": str(config.get("data", "")), "training_config": config, "step": int(state["step"])}
+    metrics = {k: v for k, v in (state.get("metrics") or {}).items()
+               if k in (("fid", "kid", "fid_real", "psnr") if same_generator else ("fid_real", "psnr"))}
+    return _save_upscaled_faces(name, weights_dir, loaded, base.config, Path(str(source)).stem, state["U"], u_config,
+                                upscaler, metrics, description, sliders)
+
+
+def pair_upscaled_faces(upscaled: str | Path, generator: str | Path, name: str,
+                        weights_dir: str | Path | None = None, description: str | None = None,
+                        sliders: bool = True) -> Path:
+    """A 128 px face model's upscaler with another 64 px generator, as a new ``dcgan_upscaled`` model.
+
+    The upscaler learnt from real faces alone, so it serves any generator of its input size: this
+    gives the shipped upscaler a better generator where its run folder is gone (a new machine).
+    The old pair's FID/KID describe other samples and are dropped; the upscaler's own figures
+    (PSNR, FID of upscaled real faces) and its training record are kept.
+    """
+    from .weights import load_weights
+
+    name = check_name(name, "weights name")
+    source = load_weights(upscaled, kind="faces")
+    if source.architecture != "dcgan_upscaled":
+        raise AnimeGANError(f"{upscaled}: holds no upscaler (a {source.architecture} {source.kind} model)")
+    config = source.metadata.get("config") or {}
+    loaded, base = upscaler_base(generator, 2 * int(config["generator"]["image_size"]))
+    prefix = "upscaler."
+    u_state = {k[len(prefix):]: v for k, v in source.state_dict.items() if k.startswith(prefix)}
+    upscaler = (source.metadata.get("training_data") or {}).get("upscaler") or {}
+    metrics = {k: v for k, v in (source.metadata.get("metrics") or {}).items() if k in ("fid_real", "psnr")}
+    return _save_upscaled_faces(name, weights_dir, loaded, base.config, Path(str(generator)).stem, u_state,
+                                config["upscaler"], upscaler, metrics, description, sliders)
+
+
+def _save_upscaled_faces(name: str, weights_dir: str | Path | None, loaded: Any, g_config: DCGANConfig,
+                         g_name: str, u_state: dict[str, Any], u_config: dict[str, Any], upscaler: dict[str, Any],
+                         metrics: dict[str, Any], description: str | None, sliders: bool) -> Path:
+    """One ``dcgan_upscaled`` file: a loaded 64 px generator, and an upscaler's weights and record."""
+    from .models.face_upscaler import UpscaledFacesConfig
+
     tensors = {**{f"generator.{k}": v for k, v in loaded.state_dict.items()},
-               **{f"upscaler.{k}": v for k, v in state["U"].items()}}
+               **{f"upscaler.{k}": v for k, v in u_state.items()}}
     size = 2 * g_config.image_size
-    g_name = Path(str(source)).stem
     metadata = {
         "kind": "faces",
         "architecture": "dcgan_upscaled",
         "config": asdict(UpscaledFacesConfig(generator=asdict(g_config), upscaler=u_config)),
         "description": description or f"Anime faces {size}x{size} ({g_name} and a 2x upscaler, "
-                                      f"{int(state['step'])} steps)",
+                                      f"{int(upscaler.get('step', 0))} steps)",
         "training_data": {"generator": {"weights": g_name, "steps": loaded.metadata.get("steps"),
                                         "training_data": loaded.metadata.get("training_data")},
-                          "upscaler": {"folder": str(config.get("data", "")), "training_config": config,
-                                       "step": int(state["step"])}},
+                          "upscaler": upscaler},
         "steps": loaded.metadata.get("steps"),
-        "metrics": {k: v for k, v in (state.get("metrics") or {}).items()
-                    if k in (("fid", "kid", "fid_real", "psnr") if same_generator else ("fid_real", "psnr"))},
+        "metrics": metrics,
         "licence": FACE_LICENCE_NOTE,
     }
     return _save_face_weights(name, weights_dir, tensors, metadata, sliders)

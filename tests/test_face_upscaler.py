@@ -179,6 +179,35 @@ def test_export_pairs_the_generator_with_the_upscaler(trained: Path, tmp_path: P
     fg.sliders  # computed from the 16 px generator's stem, as for any face model
 
 
+def test_a_shipped_upscaler_pairs_with_another_generator(trained: Path, tmp_path: Path, weights_dir: Path) -> None:
+    """Without its run folder, a 128 px model's upscaler goes with a better generator: the same file as
+    exporting that pair from the run, less the old pair's FID."""
+    from animegan.export import export_upscaled_faces, pair_upscaled_faces
+    from animegan.faces import FaceGenerator
+    from animegan.weights import load_weights, read_metadata, update_metadata
+
+    shipped = export_upscaled_faces(trained, "shipped", generator=_tiny_face_weights(tmp_path / "a"))
+    update_metadata(shipped, {"metrics": {**read_metadata(shipped)["metrics"], "fid": 50.0, "kid": 0.04}})
+    better = _tiny_face_weights(tmp_path / "b", seed=1)
+    paired = pair_upscaled_faces("shipped", better, "paired")
+    direct = export_upscaled_faces(trained, "direct", generator=better)
+    got, want = load_weights(paired), load_weights(direct)
+    assert got.state_dict.keys() == want.state_dict.keys()
+    assert all(torch.equal(v, want.state_dict[k]) for k, v in got.state_dict.items())
+    assert got.metadata["config"] == want.metadata["config"]
+    assert got.metadata["training_data"] == want.metadata["training_data"]
+    assert set(got.metadata["metrics"]) == {"fid_real", "psnr"}  # the 50.0 measured the old generator's faces
+    assert np.array_equal(np.array(FaceGenerator(paired, device="cpu").face(5)),
+                          np.array(FaceGenerator(direct, device="cpu").face(5)))
+    # The shipped name can be written over with its own upscaler (the recipe's command)
+    assert pair_upscaled_faces("paired", better, "paired") == paired
+    assert all(torch.equal(v, want.state_dict[k]) for k, v in load_weights(paired).state_dict.items())
+    with pytest.raises(AnimeGANError, match="holds no upscaler"):
+        pair_upscaled_faces(better, better, "nope")
+    with pytest.raises(AnimeGANError, match="makes 32 px faces"):
+        pair_upscaled_faces(paired, _tiny_face_weights(tmp_path / "c", 32), "nope")
+
+
 def test_training_with_a_generator_measures_its_upscaled_samples(shapes: Path, tmp_path: Path, weights_dir: Path,
                                                                 capsys: pytest.CaptureFixture[str]) -> None:
     g_path = _tiny_face_weights(tmp_path)
