@@ -203,8 +203,8 @@ def test_shipped_style_on_real_photos(path: Path, monkeypatch: pytest.MonkeyPatc
     whole = stylizer(photo, StyleOptions(tile=0, max_side=0))
     tiled = stylizer(photo, StyleOptions(tile=192, max_side=0))  # 512^2 > 2 * 192^2: 3x3 tiles
     assert diff(whole, photo) > 8  # a trained style changes the photo
-    # scenery-ghibli: 2.8 (the random test weights: 2.2, held under 2.5). portrait-anime: 8.0, with no
-    # visible seam: its fine hatching is drawn anew from each tile's context (blurred 4 px: 4.1).
+    # scenery-ghibli: 2.8 (the random test weights: 2.2, held under 2.5). portrait-anime: 7.9, with no
+    # visible seam: its fine hatching is drawn anew from each tile's context (blurred 4 px: 4.7).
     assert diff(whole, tiled) < TILE_BOUND.get(path.stem, 3.0)
 
     def chroma(img: Image.Image) -> np.ndarray:  # mean a*, b* (Lab): the colour cast
