@@ -214,6 +214,18 @@ def upscaler_base(weights: str | Path, size: int) -> tuple[Any, Any]:
     return loaded, net
 
 
+def upscaler_state(weights: str | Path) -> tuple[Any, dict[str, Any]]:
+    """The upscaler inside a 128 px upscaled-face weights file: (its ``LoadedWeights``, the upscaler's
+    state dict); one line naming the file when it holds none."""
+    from .weights import load_weights
+
+    loaded = load_weights(weights, kind="faces")
+    if loaded.architecture != "dcgan_upscaled":
+        raise AnimeGANError(f"{weights}: holds no upscaler (a {loaded.architecture} {loaded.kind} model)")
+    prefix = "upscaler."
+    return loaded, {k[len(prefix):]: v for k, v in loaded.state_dict.items() if k.startswith(prefix)}
+
+
 def export_upscaled_faces(run_dir: str | Path, name: str, weights_dir: str | Path | None = None,
                           generator: str | Path | None = None, description: str | None = None,
                           sliders: bool = True) -> Path:
@@ -256,16 +268,10 @@ def pair_upscaled_faces(upscaled: str | Path, generator: str | Path, name: str,
     The old pair's FID/KID describe other samples and are dropped; the upscaler's own figures
     (PSNR, FID of upscaled real faces) and its training record are kept.
     """
-    from .weights import load_weights
-
     name = check_name(name, "weights name")
-    source = load_weights(upscaled, kind="faces")
-    if source.architecture != "dcgan_upscaled":
-        raise AnimeGANError(f"{upscaled}: holds no upscaler (a {source.architecture} {source.kind} model)")
+    source, u_state = upscaler_state(upscaled)
     config = source.metadata.get("config") or {}
     loaded, base = upscaler_base(generator, 2 * int(config["generator"]["image_size"]))
-    prefix = "upscaler."
-    u_state = {k[len(prefix):]: v for k, v in source.state_dict.items() if k.startswith(prefix)}
     upscaler = (source.metadata.get("training_data") or {}).get("upscaler") or {}
     metrics = {k: v for k, v in (source.metadata.get("metrics") or {}).items() if k in ("fid_real", "psnr")}
     return _save_upscaled_faces(name, weights_dir, loaded, base.config, Path(str(generator)).stem, u_state,

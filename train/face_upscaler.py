@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from animegan.errors import AnimeGANError
-from animegan.export import export_upscaled_faces, upscaler_base, weights_tensors_digest
+from animegan.export import export_upscaled_faces, upscaler_base, upscaler_state, weights_tensors_digest
 from animegan.models.dcgan import DCGANDiscriminator, DCGANDiscriminatorConfig
 from animegan.models.face_upscaler import FaceUpscaler, FaceUpscalerConfig, UpscaledFaceGenerator, \
     UpscaledFacesConfig
@@ -128,12 +128,7 @@ def load_face_generator(weights: str, size: int) -> nn.Module:
 
 def warm_start(upscaler: FaceUpscaler, weights: str) -> None:
     """Start the upscaler from the one inside a 128 px upscaled-face weights file."""
-    from animegan.weights import load_weights
-
-    loaded = load_weights(weights, kind="faces")
-    if loaded.architecture != "dcgan_upscaled":
-        raise AnimeGANError(f"{weights}: holds no upscaler (a {loaded.architecture} model)")
-    state = {k[len("upscaler."):]: v for k, v in loaded.state_dict.items() if k.startswith("upscaler.")}
+    loaded, state = upscaler_state(weights)
     try:
         upscaler.load_state_dict(state)
     except RuntimeError as exc:
