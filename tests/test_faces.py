@@ -193,7 +193,7 @@ def test_faces_tab_builds_with_and_without_weights(weights_dir: Path) -> None:
     with gr.Blocks():
         tab.build_tab()
     img = tab.interpolation_image("tiny", 1, 2, 0.0, 1.0, 0, 0, 0, 0, 0)
-    assert np.array_equal(np.asarray(img), np.asarray(FaceGenerator("tiny", device="cpu").face(1)))
+    assert np.array_equal(np.asarray(Image.open(img)), np.asarray(FaceGenerator("tiny", device="cpu").face(1)))
     with pytest.raises(gr.Error):
         tab.face_image("tiny", -3, 1.0)
 
@@ -205,13 +205,23 @@ def test_faces_tab_takes_listed_weights_or_hub_ids_never_paths(weights_dir: Path
     from animegan.ui import faces as tab
 
     _save_tiny(weights_dir)
-    assert np.asarray(tab.face_image("tiny", 1, 1.0)).shape[-1] == 3
+    assert np.asarray(Image.open(tab.face_image("tiny", 1, 1.0))).shape[-1] == 3
     with pytest.raises(gr.Error, match="unknown face weights"):
         tab.face_image(str(weights_dir / "tiny.safetensors"), 1, 1.0)
     with pytest.raises(gr.Error, match="hub:alice/faces"):  # goes to the Hub loader: offline, not cached
         tab.face_image("hub:alice/faces", 1, 1.0)
     # On each page load the menu is read again, so weights exported while the app runs show up.
     assert "tiny" in tab.refresh_weights()["choices"]
+
+
+def test_the_same_face_for_two_sessions_is_two_files(weights_dir: Path) -> None:
+    """Gradio rewrites a PIL result in place at a path named by its content, which cut off a download
+    when two sessions made the same picture at once; each result is its own file instead."""
+    from animegan.ui import faces as tab
+
+    _save_tiny(weights_dir)
+    first, second = tab.face_image("tiny", 7, 1.0), tab.face_image("tiny", 7, 1.0)
+    assert first != second and Path(first).read_bytes() == Path(second).read_bytes()
 
 
 def test_faces_tab_opens_with_a_face(weights_dir: Path) -> None:
@@ -224,8 +234,8 @@ def test_faces_tab_opens_with_a_face(weights_dir: Path) -> None:
     menu, (face, between) = tab.refresh_weights(), tab.first_faces()
     gen = FaceGenerator("tiny", device="cpu")
     assert menu["value"] == "tiny"
-    assert np.array_equal(np.asarray(face), np.asarray(gen.face(tab.SEED)))
-    assert np.array_equal(np.asarray(between), np.asarray(gen.interpolate([tab.SEED_A, tab.SEED_B], tab.T)))
+    assert np.array_equal(np.asarray(Image.open(face)), np.asarray(gen.face(tab.SEED)))
+    assert np.array_equal(np.asarray(Image.open(between)), np.asarray(gen.interpolate([tab.SEED_A, tab.SEED_B], tab.T)))
 
 
 def test_the_best_fid_is_the_default_face_model(weights_dir: Path) -> None:

@@ -6,11 +6,14 @@ import math
 import os
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 import gradio as gr
+from PIL import Image
 
+from ..batch import save_image
 from ..errors import AnimeGANError
 from ..limits import time_limit
 from ..spaces_gpu import on_spaces
@@ -172,6 +175,17 @@ def output_dir() -> Path:
     path.mkdir(parents=True, exist_ok=True)
     prune_older_than(path, OUTPUT_MAX_AGE_S)
     return path
+
+
+def served_image(image: Image.Image, stem: str) -> str:
+    """``image`` saved as a PNG under a new name in ``output_dir()``: the path to give an image output.
+
+    Gradio writes a PIL or array output in place to a path named by its content, so two sessions
+    that make the same picture at once (the same photo and style, the same seed, one run's sample
+    grid) rewrite one file while it is being served, and a download is cut off ("received 0 bytes,
+    expected N"). A file path instead goes through Gradio's copy-and-rename into its cache.
+    """
+    return str(save_image(image, output_dir() / f"{stem}_{uuid.uuid4().hex[:8]}.png"))
 
 
 def prune_older_than(folder: Path, age_s: float) -> int:

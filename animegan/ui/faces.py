@@ -6,12 +6,11 @@ import uuid
 from typing import Any
 
 import gradio as gr
-from PIL import Image
 
 from ..errors import AnimeGANError
 from ..faces import SLIDER_COUNT, face_weights, get_face_generator, no_face_weights_message, parse_seeds
 from ..spaces_gpu import gpu
-from .common import MODEL_EVENT, LoadHooks, output_dir, time_limited, user_errors
+from .common import MODEL_EVENT, LoadHooks, output_dir, served_image, time_limited, user_errors
 
 SEED_MAX = 2**31 - 1
 SEED, SEED_A, SEED_B, T = 42, 1, 2, 0.5  # what the tab opens with
@@ -40,9 +39,10 @@ def _seed(value: Any) -> int:
 @user_errors
 @gpu
 @time_limited("faces")
-def face_image(weights: str | None, seed: Any, variety: float, *sliders: float) -> Image.Image:
-    """One face for a seed, with variety and the semantic sliders applied."""
-    return _generator(weights).face(_seed(seed), variety=float(variety), sliders=list(sliders))
+def face_image(weights: str | None, seed: Any, variety: float, *sliders: float) -> str:
+    """One face for a seed, with variety and the semantic sliders applied (a PNG file, see ``served_image``)."""
+    seed = _seed(seed)
+    return served_image(_generator(weights).face(seed, variety=float(variety), sliders=list(sliders)), f"face_{seed}")
 
 
 def random_seed() -> int:
@@ -52,20 +52,23 @@ def random_seed() -> int:
 @user_errors
 @gpu
 @time_limited("faces")
-def grid_image(weights: str | None, start: Any, count: float, variety: float, *sliders: float) -> Image.Image:
+def grid_image(weights: str | None, start: Any, count: float, variety: float, *sliders: float) -> str:
+    """A grid of ``count`` faces from seed ``start`` on (a PNG file)."""
     start = _seed(start)
-    return _generator(weights).grid(list(range(start, start + int(count))), variety=float(variety),
+    grid = _generator(weights).grid(list(range(start, start + int(count))), variety=float(variety),
                                     sliders=list(sliders))
+    return served_image(grid, f"grid_{start}")
 
 
 @user_errors
 @gpu
 @time_limited("faces")
 def interpolation_image(weights: str | None, seed_a: Any, seed_b: Any, t: float, variety: float,
-                        *sliders: float) -> Image.Image:
-    """The face at ``t`` between two seeds (cheap: one forward pass, for the live slider)."""
-    return _generator(weights).interpolate([_seed(seed_a), _seed(seed_b)], float(t), variety=float(variety),
+                        *sliders: float) -> str:
+    """The face at ``t`` between two seeds (cheap: one forward pass, for the live slider; a PNG file)."""
+    face = _generator(weights).interpolate([_seed(seed_a), _seed(seed_b)], float(t), variety=float(variety),
                                            sliders=list(sliders))
+    return served_image(face, "between")
 
 
 @user_errors
@@ -87,7 +90,7 @@ def refresh_weights() -> Any:
 
 
 @gpu
-def first_faces() -> tuple[Image.Image | None, Image.Image | None]:
+def first_faces() -> tuple[str | None, str | None]:
     """Page load: a first face and in-between of the default weights, so the tab never opens empty.
 
     It runs the network, so it goes through the queue's model slot and the GPU decorator like
@@ -98,7 +101,8 @@ def first_faces() -> tuple[Image.Image | None, Image.Image | None]:
         return None, None
     try:
         generator = get_face_generator(names[0])
-        return generator.face(SEED), generator.interpolate([SEED_A, SEED_B], T)
+        return (served_image(generator.face(SEED), f"face_{SEED}"),
+                served_image(generator.interpolate([SEED_A, SEED_B], T), "between"))
     except AnimeGANError:  # damaged weights: the tab still loads; Generate shows the message
         return None, None
 

@@ -1,19 +1,16 @@
 """The Photo tab: drop a photo, pick a style, compare before and after, download."""
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
-from PIL import Image
 
-from ..batch import save_image
 from ..errors import AnimeGANError
 from ..stylize import StyleOptions, get_stylizer
 from ..spaces_gpu import gpu
 from .common import (MODEL_EVENT, LoadHooks, checked_style, follow_portrait_mode, no_offline_style_note,
-                     output_dir, refresh_styles, style_menu, time_limited, upload_path, user_errors)
+                     refresh_styles, served_image, style_menu, time_limited, upload_path, user_errors)
 
 # The Photo tab's cap for styles that record no working size: a large upload stays quick on a CPU Space.
 FALLBACK_SIDE = 1280
@@ -24,8 +21,8 @@ EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"
 @gpu
 @time_limited("photo")
 def run_photo(photo: Any, style: str | None, weights_file: Any, portrait: bool, keep_colors: bool,
-              max_side: float, progress: gr.Progress = gr.Progress()) -> tuple[tuple[Image.Image, Image.Image], str]:
-    """Stylize the uploaded photo; returns the before/after pair and the full-size file to download."""
+              max_side: float, progress: gr.Progress = gr.Progress()) -> tuple[tuple[str, str], str]:
+    """Stylize the uploaded photo; returns the before/after pair and the full-size file to download, as files."""
     path = upload_path(photo)
     if not path:
         raise AnimeGANError("drop a photo first")
@@ -42,8 +39,8 @@ def run_photo(photo: Any, style: str | None, weights_file: Any, portrait: bool, 
     before, after = stylizer.compare(path, options, name=Path(path).name, notes=notes)
     for note in notes:
         gr.Warning(note)
-    saved = save_image(after, output_dir() / f"{Path(path).stem}_anime_{uuid.uuid4().hex[:8]}.png")
-    return (before, after), str(saved)
+    saved = served_image(after, f"{Path(path).stem}_anime")
+    return (served_image(before, f"{Path(path).stem}_before"), saved), saved
 
 
 def build_tab() -> LoadHooks:

@@ -13,7 +13,7 @@ from PIL import Image
 from .. import hub
 from ..images import open_image
 from ..training import KIND_LABELS, TRAINING_OFF_MESSAGE, TrainSettings, get_manager, inspect_dataset, training_enabled
-from .common import user_errors
+from .common import served_image, user_errors
 
 CURRENT = "@current"  # the dropdown's "whatever is training (or was last)" entry; never a run name
 REFRESH_S = 2.0
@@ -159,12 +159,12 @@ def refresh(view: str | None, seen: dict[str, Any] | None) -> tuple[Any, ...]:
 def _load(path: Any) -> Any:
     if path is None:
         return None
-    try:  # a PIL image, so a runs folder outside Gradio's allowed paths is still shown
+    try:  # a copy in the outputs folder, so a runs folder outside Gradio's allowed paths is still shown
         image = open_image(path).convert("RGB")
         if max(image.size) < SAMPLE_MIN_SIDE:  # small faces: enlarge with visible pixels, not blur
             scale = -(-SAMPLE_MIN_SIDE // max(image.size))
             image = image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
-        return image
+        return served_image(image, "sample")
     except Exception:
         return gr.skip()  # half-written or pruned: the next tick tries again
 
