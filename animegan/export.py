@@ -161,6 +161,9 @@ def export_faces(run_dir: str | Path, name: str, weights_dir: str | Path | None 
     ckpt = _newest_checkpoint(run)
     state = ckpt["G_ema"] if use_ema and "G_ema" in ckpt else ckpt["G"]
     arch = config.get("arch", "dcgan_improved")
+    step = int(ckpt["step"])
+    prior = config.get("warm_start") or {}  # a warm start's steps, images and hours come first
+    steps = int(prior.get("steps", 0)) + step
     measured = {}
     for record in run.metrics():
         for key in ("fid", "kid"):
@@ -172,11 +175,14 @@ def export_faces(run_dir: str | Path, name: str, weights_dir: str | Path | None 
         "kind": "faces",
         "architecture": "dcgan",
         "config": asdict(g_cfg),
-        "description": description or f"Anime faces {g_cfg.image_size}x{g_cfg.image_size} ({arch}, "
-                                      f"{int(ckpt['step'])} steps)",
+        "description": description or f"Anime faces {g_cfg.image_size}x{g_cfg.image_size} ({arch}, {steps} steps)",
         "training_data": {"folder": str(config.get("data", "")), "images": status.get("images"), "variant": arch,
                           "training_config": config, "weights": "ema" if state is ckpt.get("G_ema") else "G"},
-        "steps": int(ckpt["step"]),
+        "steps": steps,
+        "images_seen": int(prior.get("images", 0)) + int(ckpt.get("images_seen", step * int(config.get("batch_size", 64)))),
+        "train_hours": round(float(prior.get("hours", 0.0)) + float(ckpt.get("trained_s", 0.0)) / 3600, 6),
+        "run_steps": step,
+        "warm_start": prior.get("weights"),
         "metrics": measured,
         "licence": FACE_LICENCE_NOTE,
     }

@@ -98,6 +98,10 @@ class RunFolder:
                         removed.append(leftover)
         return removed
 
+    def write_config(self, config: dict[str, Any]) -> None:
+        """Replace config.json (atomically): a trainer adds what it learns after ``create``, e.g. a warm start's record."""
+        atomic_write_json(self.config_path, config)
+
     def read_config(self) -> dict[str, Any]:
         try:
             return json.loads(self.config_path.read_text())

@@ -526,6 +526,17 @@ def test_init_from_starts_a_new_run_from_face_weights(straight: Path, data: Path
     assert main(_args(data, out, tiny_config, 2, "--resume")) == 0
     assert _final_state(out)["step"] == 2
 
+    # The export counts the file's training first: steps, images and hours go on from its own.
+    first = load_weights(str(path)).metadata
+    assert (first["steps"], first["images_seen"], first["run_steps"]) == (6, 6 * TINY["batch_size"], 6)
+    assert first["train_hours"] > 0 and first["warm_start"] is None
+    assert RunFolder(out).read_config()["warm_start"]["weights"] == str(path)  # kept by the resume
+    continued = load_weights(str(export_faces(out, "continued", weights_dir=weights_dir, sliders=False))).metadata
+    assert (continued["steps"], continued["images_seen"], continued["run_steps"]) == (8, 8 * TINY["batch_size"], 2)
+    assert continued["warm_start"] == str(path)
+    assert continued["train_hours"] == pytest.approx(first["train_hours"] + _final_state(out)["trained_s"] / 3600,
+                                                     abs=1e-6)
+
     capsys.readouterr()
     wide = tmp_path / "wide.json"
     wide.write_text(json.dumps({**TINY, "g_width": 16}))

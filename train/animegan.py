@@ -56,7 +56,8 @@ from animegan.runs import RunFolder
 
 from . import distributed
 from .common import (GracefulStop, TrainClock, ema_decay_at, ema_update, image_rows_grid, load_generator_weights,
-                     load_shipped_discriminator, read_config_arg, rng_state, set_rng_state, step_generator)
+                     load_shipped_discriminator, read_config_arg, rng_state, set_rng_state, step_generator,
+                     training_history)
 from .diffaugment import diff_augment, parse_policy
 from .losses import (GAN_LOSSES, PRESETS, color_loss, content_loss, d_adv_loss, domain_loss, g_adv_loss,
                      gray_style_loss, preset_weights, region_smoothing_loss, revision_target, style_loss,
@@ -617,17 +618,8 @@ def warm_start(generator: nn.Module, cfg: StyleTrainConfig, discriminator: nn.Mo
     """
     loaded = load_generator_weights(generator, cfg.init_from, "style", "a photo-to-anime style",
                                     architecture=(cfg.architecture, f"the {cfg.recipe} recipe"))
-    meta = loaded.metadata
     with_d = discriminator is not None and load_shipped_discriminator(discriminator, loaded.source)
-
-    def number(key: str, kind: type) -> Any:
-        try:
-            return max(kind(meta.get(key) or 0), 0)
-        except (TypeError, ValueError):  # weights from elsewhere may carry anything here
-            return kind(0)
-
-    return {"weights": str(cfg.init_from), "steps": number("steps", int), "images": number("images_seen", int),
-            "hours": number("train_hours", float), "discriminator": with_d}
+    return {**training_history(cfg.init_from, loaded.metadata), "discriminator": with_d}
 
 
 def eval_photo_files(cfg: StyleTrainConfig) -> list[Path]:

@@ -39,7 +39,7 @@ from animegan.runs import RunFolder
 from . import distributed
 from . import splits
 from .common import GracefulStop, TrainClock, check_resume_keeps_config, ema_decay_at, ema_update, \
-    load_generator_weights, load_shipped_discriminator, read_config_arg, step_generator
+    load_generator_weights, load_shipped_discriminator, read_config_arg, step_generator, training_history
 from .data import ImageFolderDataset, augment, list_images, report_skipped
 from .diffaugment import diff_augment, parse_policy
 from .losses import d_fake_loss, d_real_loss, g_adv_loss
@@ -134,6 +134,15 @@ class FaceTrainConfig:
 RESUME_MAY_CHANGE = ("steps", "log_every", "sample_every", "checkpoint_every", "fid_every")
 
 
+# What a run's config.json records beside its settings: not settings, so never taken from a user's --config.
+RECORDED_KEYS = ("warm_start",)
+
+
+def saved_settings(config: dict[str, Any]) -> dict[str, Any]:
+    """A run's config.json without its records: the settings to build a ``FaceTrainConfig`` from."""
+    return {k: v for k, v in config.items() if k not in RECORDED_KEYS}
+
+
 def config_from_dict(values: dict[str, Any]) -> FaceTrainConfig:
     names = {f.name for f in dataclasses.fields(FaceTrainConfig)}
     unknown = sorted(set(values) - names)
@@ -142,20 +151,21 @@ def config_from_dict(values: dict[str, Any]) -> FaceTrainConfig:
     return FaceTrainConfig(**values)
 
 
-def warm_start(G: nn.Module, G_ema: nn.Module | None, D: nn.Module, weights: str) -> bool:
+def warm_start(G: nn.Module, G_ema: nn.Module | None, D: nn.Module, weights: str) -> dict[str, Any]:
     """Start G (and its EMA) from a face weights file, so a new run on a new machine loses no CPU-hour.
 
     The file must hold the same generator the config builds (same size, widths, latent size), or
     a 128 px model (``dcgan_upscaled``) whose 64 px stage is that generator: its stage is taken,
     since that is what this trainer trains (the upscaler has its own trainer).
     The discriminator exported beside it (``NAME.d.safetensors``) comes too when it fits this
-    run's D: returns whether it did. The optimisers start afresh.
+    run's D. The optimisers start afresh. Returns the file's training history (``training_history``,
+    for a 128 px file the pair's) and whether D came (``discriminator``).
     """
     loaded = load_generator_weights(G, weights, "faces", "a face generator",
                                     stages={"dcgan_upscaled": "generator."})
     if G_ema is not None:
         G_ema.load_state_dict(G.state_dict())
-    return load_shipped_discriminator(D, loaded.source)
+    return {**training_history(weights, loaded.metadata), "discriminator": load_shipped_discriminator(D, loaded.source)}
 
 
 def _unwrap(m: nn.Module) -> nn.Module:
@@ -192,9 +202,12 @@ def _log(verbose: bool, text: str) -> None:
 def _train(cfg: FaceTrainConfig, run: RunFolder, resume: bool, dist: distributed.Dist, export_name: str | None,
            verbose: bool) -> int:
     verbose = verbose and dist.is_main
+    prior: dict[str, Any] = {}
     if resume and run.config_path.is_file():  # the run's config, but for what a resume may change (from cfg)
-        saved = config_from_dict(run.read_config())
+        raw = run.read_config()
+        saved = config_from_dict(saved_settings(raw))
         cfg = dataclasses.replace(saved, **{k: getattr(cfg, k) for k in RESUME_MAY_CHANGE})
+        prior = raw.get("warm_start") if isinstance(raw.get("warm_start"), dict) else {}
     cfg = cfg.resolved()
     if not cfg.data:
         raise AnimeGANError("no training data: pass --data DIR")
@@ -203,7 +216,7 @@ def _train(cfg: FaceTrainConfig, run: RunFolder, resume: bool, dist: distributed
     if not train_files:
         raise AnimeGANError(f"{cfg.data}: no images left for training after the hold-out")
     if dist.is_main:
-        run.create(asdict(cfg), resume=resume)
+        run.create({**asdict(cfg), **({"warm_start": prior} if prior else {})}, resume=resume)
     distributed.barrier(dist)
     dev = dist.device
     on_cuda = dev.type == "cuda"
@@ -225,9 +238,11 @@ def _train(cfg: FaceTrainConfig, run: RunFolder, resume: bool, dist: distributed
     start = 0
     ckpt = run.load_latest_checkpoint(map_location=dev, set_aside_damaged=dist.is_main) if resume else None
     if ckpt is None and cfg.init_from:
-        with_d = warm_start(G, G_ema, D, cfg.init_from)
+        prior = warm_start(G, G_ema, D, cfg.init_from)
+        if dist.is_main:  # the export adds the file's steps, images and hours to the run's own
+            run.write_config({**asdict(cfg), "warm_start": prior})
         _log(verbose, f"generator initialised from {cfg.init_from}; "
-                      + ("its discriminator too" if with_d else "a new discriminator"))
+                      + ("its discriminator too" if prior["discriminator"] else "a new discriminator"))
     if resume:
         if ckpt is not None:
             G.load_state_dict(ckpt["G"])
@@ -243,6 +258,8 @@ def _train(cfg: FaceTrainConfig, run: RunFolder, resume: bool, dist: distributed
         if dist.is_main:
             run.truncate_metrics(start)  # steps after the checkpoint are redone
     clock = TrainClock(float(ckpt.get("trained_s", 0.0)) if ckpt is not None else 0.0)
+    # Counted, not step x batch: a resume under torchrun may change the world size (older checkpoints lack it).
+    images_before = int(ckpt.get("images_seen", start * cfg.batch_size)) if ckpt is not None else 0
     if dist.enabled:
         G = nn.parallel.DistributedDataParallel(G, device_ids=[dev.index] if on_cuda else None)
         D = nn.parallel.DistributedDataParallel(D, device_ids=[dev.index] if on_cuda else None)
@@ -250,7 +267,8 @@ def _train(cfg: FaceTrainConfig, run: RunFolder, resume: bool, dist: distributed
     def checkpoint(step: int) -> None:
         if dist.is_main:
             state = {"G": _unwrap(G).state_dict(), "D": _unwrap(D).state_dict(), "opt_G": opt_g.state_dict(),
-                     "opt_D": opt_d.state_dict(), "scaler": scaler.state_dict(), "trained_s": clock.seconds}
+                     "opt_D": opt_d.state_dict(), "scaler": scaler.state_dict(), "trained_s": clock.seconds,
+                     "images_seen": images_before + (step - start) * cfg.batch_size * dist.world_size}
             if G_ema is not None:
                 state["G_ema"] = G_ema.state_dict()
             run.save_checkpoint(step, state)
@@ -516,7 +534,7 @@ def main(argv: list[str] | None = None) -> int:
         run = RunFolder(args.out)
         if args.resume and run.config_path.is_file():  # a resumed run keeps its config but for RESUME_MAY_CHANGE
             check_resume_keeps_config(run.read_config(), asked_values(args), RESUME_MAY_CHANGE)
-            cfg = config_from_dict({**run.read_config(), **asked_values(args)})
+            cfg = config_from_dict({**saved_settings(run.read_config()), **asked_values(args)})
         if not args.resume and not cfg.data:
             raise AnimeGANError("pass --data DIR (a folder of face images)")
         return train(cfg, args.out, resume=args.resume, device=args.device, export_name=args.export,
