@@ -32,6 +32,30 @@ FACE_LICENCE_NOTE = ("Trained on images that are copyrighted by their owners or 
 FACE_ARCHS = ("dcgan", "dcgan_improved")
 
 
+def training_history(weights: str, metadata: dict[str, Any]) -> dict[str, Any]:
+    """What a weights file says of its training: the steps, images seen and train hours that an export
+    of a run warm-started from it (or a 128 px pair built on it) adds to its own, so the count goes on
+    across machines.
+
+    Style files keep ``images_seen`` and ``train_hours`` at the top; face files written before their
+    exporter recorded them keep ``images_seen`` and ``training_hours_cpu`` in ``metrics``.
+    """
+    measured = metadata.get("metrics") if isinstance(metadata.get("metrics"), dict) else {}
+
+    def number(kind: type, *values: Any) -> Any:
+        for value in values:
+            try:
+                if value is not None:
+                    return max(kind(value), 0)
+            except (TypeError, ValueError):  # weights from elsewhere may carry anything here
+                pass
+        return kind(0)
+
+    return {"weights": str(weights), "steps": number(int, metadata.get("steps")),
+            "images": number(int, metadata.get("images_seen"), measured.get("images_seen")),
+            "hours": number(float, metadata.get("train_hours"), measured.get("training_hours_cpu"))}
+
+
 def is_style_run(config: dict[str, Any]) -> bool:
     """True for a config.json written by the photo-to-anime trainer (else a face run)."""
     return config.get("trainer") == "animegan" or "recipe" in config
@@ -257,7 +281,10 @@ def export_upscaled_faces(run_dir: str | Path, name: str, weights_dir: str | Pat
     same_generator = weights_tensors_digest(loaded.source) == recorded if recorded else \
         _same_file(loaded.source, config.get("generator"))
     u_config = {"channels": int(config["channels"]), "blocks": int(config["blocks"])}
-    upscaler = {"folder": str(config.get("data", "")), "training_config": config, "step": int(state["step"])}
+    upscaler = {"folder": str(config.get("data", "")), "training_config": config, "step": int(state["step"]),
+                "images": int(state["step"]) * int(config.get("batch_size", 16))}
+    if "trained_s" in state:  # best steps saved before it was recorded have no clock
+        upscaler["hours"] = round(float(state["trained_s"]) / 3600, 6)
     metrics = {k: v for k, v in (state.get("metrics") or {}).items()
                if k in (("fid", "kid", "fid_real", "psnr") if same_generator else ("fid_real", "psnr"))}
     return _save_upscaled_faces(name, weights_dir, loaded, base.config, Path(str(source)).stem, state["U"], u_config,
@@ -293,6 +320,9 @@ def _save_upscaled_faces(name: str, weights_dir: str | Path | None, loaded: Any,
     tensors = {**{f"generator.{k}": v for k, v in loaded.state_dict.items()},
                **{f"upscaler.{k}": v for k, v in u_state.items()}}
     size = 2 * g_config.image_size
+    made = training_history(g_name, loaded.metadata)  # the generator's; the upscaler's adds to it
+    made["images"] += int(upscaler.get("images") or int(upscaler.get("step", 0))
+                          * int((upscaler.get("training_config") or {}).get("batch_size", 16)))
     metadata = {
         "kind": "faces",
         "architecture": "dcgan_upscaled",
@@ -303,9 +333,12 @@ def _save_upscaled_faces(name: str, weights_dir: str | Path | None, loaded: Any,
                                         "training_data": loaded.metadata.get("training_data")},
                           "upscaler": upscaler},
         "steps": loaded.metadata.get("steps"),
+        "images_seen": made["images"],
         "metrics": metrics,
         "licence": FACE_LICENCE_NOTE,
     }
+    if "hours" in upscaler:  # both stages' CPU time, or none rather than a part of it
+        metadata["train_hours"] = round(made["hours"] + float(upscaler["hours"]), 6)
     return _save_face_weights(name, weights_dir, tensors, metadata, sliders)
 
 

@@ -189,6 +189,7 @@ def test_a_shipped_upscaler_pairs_with_another_generator(trained: Path, tmp_path
     shipped = export_upscaled_faces(trained, "shipped", generator=_tiny_face_weights(tmp_path / "a"))
     update_metadata(shipped, {"metrics": {**read_metadata(shipped)["metrics"], "fid": 50.0, "kid": 0.04}})
     better = _tiny_face_weights(tmp_path / "b", seed=1)
+    update_metadata(better, {"steps": 900, "images_seen": 57600, "train_hours": 2.5})
     paired = pair_upscaled_faces("shipped", better, "paired")
     direct = export_upscaled_faces(trained, "direct", generator=better)
     got, want = load_weights(paired), load_weights(direct)
@@ -197,6 +198,12 @@ def test_a_shipped_upscaler_pairs_with_another_generator(trained: Path, tmp_path
     assert got.metadata["config"] == want.metadata["config"]
     assert got.metadata["training_data"] == want.metadata["training_data"]
     assert set(got.metadata["metrics"]) == {"fid_real", "psnr"}  # the 50.0 measured the old generator's faces
+    # Both stages' training counts: the generator's, then the upscaler's 150 steps of SMALL's batch.
+    upscaler_hours = RunFolder(trained).load_best()["trained_s"] / 3600
+    assert got.metadata["steps"] == 900 and got.metadata["images_seen"] == 57600 + 150 * SMALL["batch_size"]
+    assert got.metadata["train_hours"] == pytest.approx(2.5 + upscaler_hours, abs=1e-5) and upscaler_hours > 0
+    assert {k: got.metadata[k] for k in ("steps", "images_seen", "train_hours")} == \
+        {k: want.metadata[k] for k in ("steps", "images_seen", "train_hours")}
     assert np.array_equal(np.array(FaceGenerator(paired, device="cpu").face(5)),
                           np.array(FaceGenerator(direct, device="cpu").face(5)))
     # The shipped name can be written over with its own upscaler (the recipe's command)

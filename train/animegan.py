@@ -48,7 +48,7 @@ from torch import nn
 
 from animegan.device import pick_device
 from animegan.errors import AnimeGANError
-from animegan.export import RECIPES, export_style
+from animegan.export import RECIPES, export_style, training_history
 from animegan.images import image_files
 from animegan.models import build_model, make_config
 from animegan.names import check_name
@@ -56,8 +56,7 @@ from animegan.runs import RunFolder
 
 from . import distributed
 from .common import (GracefulStop, TrainClock, ema_decay_at, ema_update, image_rows_grid, load_generator_weights,
-                     load_shipped_discriminator, read_config_arg, rng_state, set_rng_state, step_generator,
-                     training_history)
+                     load_shipped_discriminator, read_config_arg, rng_state, set_rng_state, step_generator)
 from .diffaugment import diff_augment, parse_policy
 from .losses import (GAN_LOSSES, PRESETS, color_loss, content_loss, d_adv_loss, domain_loss, g_adv_loss,
                      gray_style_loss, preset_weights, region_smoothing_loss, revision_target, style_loss,

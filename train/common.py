@@ -165,29 +165,6 @@ def load_generator_weights(generator: torch.nn.Module, weights: str, kind: str, 
     return loaded
 
 
-def training_history(weights: str, metadata: dict[str, Any]) -> dict[str, Any]:
-    """What a weights file says of its training, for a run warm-started from it: the steps, images
-    seen and train hours its export will add to the run's own (a new machine's run continues the count).
-
-    Style files keep ``images_seen`` and ``train_hours`` at the top; face files written before their
-    exporter recorded them keep ``images_seen`` and ``training_hours_cpu`` in ``metrics``.
-    """
-    measured = metadata.get("metrics") if isinstance(metadata.get("metrics"), dict) else {}
-
-    def number(kind: type, *values: Any) -> Any:
-        for value in values:
-            try:
-                if value is not None:
-                    return max(kind(value), 0)
-            except (TypeError, ValueError):  # weights from elsewhere may carry anything here
-                pass
-        return kind(0)
-
-    return {"weights": str(weights), "steps": number(int, metadata.get("steps")),
-            "images": number(int, metadata.get("images_seen"), measured.get("images_seen")),
-            "hours": number(float, metadata.get("train_hours"), measured.get("training_hours_cpu"))}
-
-
 def load_shipped_discriminator(discriminator: torch.nn.Module, weights_source: str) -> bool:
     """Load the discriminator exported beside a weights file (``NAME.d.safetensors``) into ``discriminator``.
 

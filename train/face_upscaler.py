@@ -361,7 +361,8 @@ def _train(cfg: UpscalerTrainConfig, run: RunFolder, resume: bool, export_name: 
             score = figures.get("fid", figures["fid_real"])
             if score < best_score:
                 best_score = score
-                run.save_best(step, {"U": U.state_dict(), "score": score, "metrics": figures})
+                run.save_best(step, {"U": U.state_dict(), "score": score, "metrics": figures,
+                                     "trained_s": clock.seconds})
         if values:
             values["train_hours"] = clock.hours
             run.log(step, **values)

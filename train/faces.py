@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from animegan.errors import AnimeGANError
-from animegan.export import export_faces, face_generator_config
+from animegan.export import export_faces, face_generator_config, training_history
 from animegan.models.dcgan import VARIANTS, DCGANConfig, DCGANDiscriminator, DCGANDiscriminatorConfig, \
     DCGANGenerator, variant_configs
 from animegan.names import check_name
@@ -39,7 +39,7 @@ from animegan.runs import RunFolder
 from . import distributed
 from . import splits
 from .common import GracefulStop, TrainClock, check_resume_keeps_config, ema_decay_at, ema_update, \
-    load_generator_weights, load_shipped_discriminator, read_config_arg, step_generator, training_history
+    load_generator_weights, load_shipped_discriminator, read_config_arg, step_generator
 from .data import ImageFolderDataset, augment, list_images, report_skipped
 from .diffaugment import diff_augment, parse_policy
 from .losses import d_fake_loss, d_real_loss, g_adv_loss
