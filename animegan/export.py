@@ -188,6 +188,7 @@ def export_faces(run_dir: str | Path, name: str, weights_dir: str | Path | None 
     step = int(ckpt["step"])
     prior = config.get("warm_start") or {}  # a warm start's steps, images and hours come first
     steps = int(prior.get("steps", 0)) + step
+    images = int(ckpt.get("images_seen", step * int(config.get("batch_size", 64))))  # older checkpoints lack it
     measured = {}
     for record in run.metrics():
         for key in ("fid", "kid"):
@@ -203,7 +204,7 @@ def export_faces(run_dir: str | Path, name: str, weights_dir: str | Path | None 
         "training_data": {"folder": str(config.get("data", "")), "images": status.get("images"), "variant": arch,
                           "training_config": config, "weights": "ema" if state is ckpt.get("G_ema") else "G"},
         "steps": steps,
-        "images_seen": int(prior.get("images", 0)) + int(ckpt.get("images_seen", step * int(config.get("batch_size", 64)))),
+        "images_seen": int(prior.get("images", 0)) + images,
         "train_hours": round(float(prior.get("hours", 0.0)) + float(ckpt.get("trained_s", 0.0)) / 3600, 6),
         "run_steps": step,
         "warm_start": prior.get("weights"),

@@ -99,7 +99,7 @@ class RunFolder:
         return removed
 
     def write_config(self, config: dict[str, Any]) -> None:
-        """Replace config.json (atomically): a trainer adds what it learns after ``create``, e.g. a warm start's record."""
+        """Replace config.json atomically: a trainer adds what it learns after ``create`` (a warm start's record)."""
         atomic_write_json(self.config_path, config)
 
     def read_config(self) -> dict[str, Any]:
