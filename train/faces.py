@@ -143,6 +143,11 @@ def saved_settings(config: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in config.items() if k not in RECORDED_KEYS}
 
 
+def config_record(cfg: FaceTrainConfig, warm_start: dict[str, Any]) -> dict[str, Any]:
+    """What config.json holds: the settings, and the warm start's history when the run has one."""
+    return {**asdict(cfg), **({"warm_start": warm_start} if warm_start else {})}
+
+
 def config_from_dict(values: dict[str, Any]) -> FaceTrainConfig:
     names = {f.name for f in dataclasses.fields(FaceTrainConfig)}
     unknown = sorted(set(values) - names)
@@ -216,7 +221,7 @@ def _train(cfg: FaceTrainConfig, run: RunFolder, resume: bool, dist: distributed
     if not train_files:
         raise AnimeGANError(f"{cfg.data}: no images left for training after the hold-out")
     if dist.is_main:
-        run.create({**asdict(cfg), **({"warm_start": prior} if prior else {})}, resume=resume)
+        run.create(config_record(cfg, prior), resume=resume)
     distributed.barrier(dist)
     dev = dist.device
     on_cuda = dev.type == "cuda"
@@ -240,7 +245,7 @@ def _train(cfg: FaceTrainConfig, run: RunFolder, resume: bool, dist: distributed
     if ckpt is None and cfg.init_from:
         prior = warm_start(G, G_ema, D, cfg.init_from)
         if dist.is_main:  # the export adds the file's steps, images and hours to the run's own
-            run.write_config({**asdict(cfg), "warm_start": prior})
+            run.write_config(config_record(cfg, prior))
         _log(verbose, f"generator initialised from {cfg.init_from}; "
                       + ("its discriminator too" if prior["discriminator"] else "a new discriminator"))
     if resume:
