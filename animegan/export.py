@@ -80,7 +80,8 @@ def face_generator_config(config: dict[str, Any]) -> DCGANConfig:
 
 
 def export_run(run_dir: Path, workdir: Path, name: str | None = None) -> Path:
-    """Export a training run's newest generator into ``workdir``, as the trainer that made it would."""
+    """Export a training run's generator into ``workdir`` as the Training tab would: its best evaluated
+    step when it was evaluated, else its newest."""
     config_path = run_dir / "config.json"
     if not config_path.is_file():
         raise AnimeGANError(f"{run_dir}: a folder, but not a training run (no config.json)")
@@ -92,7 +93,7 @@ def export_run(run_dir: Path, workdir: Path, name: str | None = None) -> Path:
     if is_style_run(config):  # its best evaluated step when it was evaluated, as the Training tab exports
         return export_style(run_dir, name, weights_folder=workdir, best=None)
     if config.get("arch") in FACE_ARCHS:
-        return export_faces(run_dir, name, weights_dir=workdir)
+        return export_faces(run_dir, name, weights_dir=workdir, best=None)
     if is_upscaler_run(config):
         return export_upscaled_faces(run_dir, name, weights_dir=workdir)
     raise AnimeGANError(f"{run_dir}: not a run of train.animegan, train.faces or train.face_upscaler; "
@@ -168,12 +169,15 @@ def export_style(run_dir: str | Path, name: str, weights_folder: str | Path | No
 
 
 def export_faces(run_dir: str | Path, name: str, weights_dir: str | Path | None = None, use_ema: bool = True,
-                 description: str | None = None, sliders: bool = True, discriminator: bool = True) -> Path:
-    """Write a face run's newest generator (its EMA when there is one) as ``weights/NAME.safetensors``.
+                 description: str | None = None, sliders: bool = True, discriminator: bool = True,
+                 best: bool | None = False) -> Path:
+    """Write a face run's newest generator (its EMA when there is one) as ``weights/NAME.safetensors``;
+    with ``best`` its best evaluated step (lowest fid, ``checkpoints/best.pt``), with None that one
+    when the run has it.
 
     With ``sliders`` the semantic slider directions go beside it (``NAME.sliders.safetensors``);
-    with ``discriminator`` the run's D (``NAME.d.safetensors``), so a warm start from these
-    weights continues the GAN instead of facing a new D.
+    with ``discriminator`` the run's D of that step (``NAME.d.safetensors``), so a warm start from
+    these weights continues the GAN instead of facing a new D.
     """
     name = check_name(name, "weights name")  # the one rule for names that become files under weights/
     run = RunFolder(run_dir)
@@ -182,7 +186,11 @@ def export_faces(run_dir: str | Path, name: str, weights_dir: str | Path | None 
         g_cfg = face_generator_config(config)
     except ValueError as exc:
         raise AnimeGANError(f"{run.path}: bad face run config ({exc})") from None
-    ckpt = _newest_checkpoint(run)
+    ckpt = run.load_best() if best or best is None else None
+    if ckpt is None:
+        if best:
+            raise AnimeGANError(f"{run.path}: no evaluated step to export (train with --fid-every N)")
+        ckpt = _newest_checkpoint(run)
     state = ckpt["G_ema"] if use_ema and "G_ema" in ckpt else ckpt["G"]
     arch = config.get("arch", "dcgan_improved")
     step = int(ckpt["step"])
@@ -190,11 +198,11 @@ def export_faces(run_dir: str | Path, name: str, weights_dir: str | Path | None 
     steps = int(prior.get("steps", 0)) + step
     images = int(ckpt.get("images_seen", step * int(config.get("batch_size", 64))))  # older checkpoints lack it
     measured = {}
-    for record in run.metrics():
-        for key in ("fid", "kid"):
-            if key in record:
-                measured[key] = record[key]
-                measured[f"{key}_step"] = record["step"]
+    for record in run.metrics():  # the step's own evaluation, else the latest before it
+        if record["step"] <= step and "fid" in record:
+            # fid/kid, and fid64/kid64 where the run also measured against the faces shrunk to its size
+            measured = {k: v for k, v in record.items() if re.fullmatch(r"(fid|kid)\d*", k)}
+            measured.update({f"{k}_step": record["step"] for k in ("fid", "kid") if k in measured})
     status = run.read_status()
     metadata = {
         "kind": "faces",

@@ -737,8 +737,8 @@ class TrainingManager:
 
     # -- export ---------------------------------------------------------------------------
     def export(self, name: str, weights_name: str, overwrite: bool = False) -> Path:
-        """Write the run's generator as ``weights/WEIGHTS_NAME.safetensors`` for the app's tabs: a style
-        run's best evaluated step when it was evaluated (``checkpoints/best.pt``), else the newest checkpoint."""
+        """Write the run's generator as ``weights/WEIGHTS_NAME.safetensors`` for the app's tabs: a style or
+        face run's best evaluated step when it was evaluated (``checkpoints/best.pt``), else the newest checkpoint."""
         require_training_enabled()
         run = self.path(name)
         weights_name = check_name(weights_name, "weights name")
@@ -747,7 +747,7 @@ class TrainingManager:
         if target.exists() and not overwrite:
             raise AnimeGANError(f"weights {weights_name!r} already exist in {target.parent}: pick another name")
         if kind == "faces":
-            return export_faces(run, weights_name)
+            return export_faces(run, weights_name, best=None)
         if kind == "upscaler":  # with the generator the run was evaluated with: one 128 px face model
             return export_upscaled_faces(run, weights_name)
         return export_style(run, weights_name, best=None)  # the best evaluated step when there is one

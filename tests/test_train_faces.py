@@ -316,6 +316,58 @@ def test_fid_while_training_against_the_held_out_faces_and_them_shrunk(data: Pat
     assert [(e.name, e.stat().st_ino) for e in sorted(entries[0].parent.glob("*.npz"))] == inodes  # read, not rewritten
 
 
+def test_the_best_evaluated_step_is_kept_resumed_and_exported(data: Path, tiny_config: Path, tmp_path: Path,
+                                                              weights_dir: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """checkpoints/best.pt holds the evaluated step of lowest fid (G, its EMA and D, as its checkpoint);
+    a resume judges on from the kept lines; ``--export NAME --best`` and the Training tab export it."""
+    from animegan.errors import AnimeGANError
+    from animegan.export import export_faces
+    from animegan.weights import load_weights
+
+    config = tmp_path / "fid.json"
+    config.write_text(json.dumps({**TINY, "holdout": True, "fid_every": 2, "fid_samples": 6, "checkpoint_every": 2}))
+    out = tmp_path / "straight"
+    assert main(_args(data, out, config, 6, "--export", "tinybest", "--best")) == 0
+    run = RunFolder(out)
+    evals = [r for r in run.metrics() if "fid" in r]
+    assert [r["step"] for r in evals] == [2, 4, 6]
+    low = min(evals, key=lambda r: r["fid"])
+    best = run.load_best()
+    assert best["step"] == low["step"] and best["metrics"]["fid"] == low["fid"]
+    at_step = torch.load(run.checkpoints_dir / f"step_{low['step']:08d}.pt", weights_only=True)
+    for part in ("G", "G_ema", "D"):
+        for key, value in at_step[part].items():
+            assert torch.equal(best[part][key], value), f"{part}.{key}"
+
+    meta = load_weights("tinybest").metadata
+    assert meta["steps"] == low["step"] and meta["metrics"]["fid"] == low["fid"]
+    assert meta["metrics"]["fid32"] == low["fid32"] and meta["metrics"]["fid_step"] == low["step"]
+    newest = export_faces(out, "tinynewest", weights_dir=weights_dir)  # the default: the newest step
+    assert load_weights(newest).metadata["metrics"]["fid"] == evals[-1]["fid"]
+    # The Training tab's export (best=None) takes the best step when there is one
+    tab = export_faces(out, "tinytab", weights_dir=weights_dir, best=None)
+    assert load_weights(tab).metadata["steps"] == low["step"]
+
+    # Stopped at step 4 and resumed: the same best step, judged on from the kept lines
+    resumed = tmp_path / "resumed"
+    assert main(_args(data, resumed, config, 4)) == 0
+    assert main(["--out", str(resumed), "--resume", "--steps", "6", "--quiet"]) == 0
+    again = RunFolder(resumed).load_best()
+    assert again["step"] == best["step"] and again["metrics"]["fid"] == pytest.approx(low["fid"], rel=1e-6)
+
+    # Nothing evaluated: --best is refused before the run, export_faces(best=True) says why
+    plain = tmp_path / "plain"
+    assert main(_args(data, plain, tiny_config, 2, "--export", "x", "--best")) == 2
+    assert "not evaluated" in capsys.readouterr().err and not plain.exists()
+    assert main(_args(data, plain, tiny_config, 2, "--best")) == 2
+    assert "give --export NAME too" in capsys.readouterr().err
+    assert main(_args(data, plain, tiny_config, 2)) == 0
+    with pytest.raises(AnimeGANError, match="no evaluated step"):
+        export_faces(plain, "x", weights_dir=weights_dir, best=True)
+    assert load_weights(export_faces(plain, "x", weights_dir=weights_dir, best=None)).metadata["steps"] == 2
+
+
 def test_data_listing_loading_and_seeded_augmentation(data: Path, tmp_path: Path) -> None:
     from animegan.errors import AnimeGANError
     from train.data import ImageFolderDataset, augment, list_images

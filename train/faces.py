@@ -3,14 +3,15 @@
 A separate process that writes a run folder (``animegan/runs.py``) the app reads while it grows:
 config.json, metrics.jsonl (loss_G, loss_D, d_real = mean sigmoid D(x), d_fake = mean
 sigmoid D(G(z)), images_per_s, fid/kid when evaluated), samples/ (fixed-latent grids),
-checkpoints/ (G, D, EMA, optimisers, scaler, step) and status.json.
+checkpoints/ (G, D, EMA, optimisers, scaler, step; ``best.pt``: the evaluated step of lowest fid, which
+pruning never removes) and status.json.
 
 Every random draw of a step (batch choice, flips, noise, DiffAugment) comes from
 ``step_generator(seed, step, rank)``, so ``--resume`` after a kill gives the same weights as
 an uninterrupted run. SIGTERM/SIGINT: checkpoint, then exit 0. Multi-GPU: ``torchrun
 --nproc_per_node K -m train.faces ...`` (gloo on CPU). ``--export NAME`` writes
 ``weights/NAME.safetensors`` + ``NAME.json`` (+ ``NAME.sliders.safetensors``) with
-``animegan.export.export_faces``.
+``animegan.export.export_faces``: the newest step, or with ``--best`` the best evaluated one.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import argparse
 import contextlib
 import copy
 import dataclasses
+import math
 import signal
 import sys
 import threading
@@ -181,7 +183,7 @@ def _unwrap(m: nn.Module) -> nn.Module:
 # The loop
 # ----------------------------------------------------------------------------------------
 def train(cfg: FaceTrainConfig, out: str | Path, resume: bool = False, device: str | None = None,
-          export_name: str | None = None, verbose: bool = True) -> int:
+          export_name: str | None = None, verbose: bool = True, export_best: bool = False) -> int:
     """Train (or continue) a run; returns the exit status (0 also after a graceful stop).
 
     A resumed run keeps its saved config, but takes ``RESUME_MAY_CHANGE`` (steps, intervals) from ``cfg``.
@@ -189,7 +191,7 @@ def train(cfg: FaceTrainConfig, out: str | Path, resume: bool = False, device: s
     dist = distributed.setup(device)
     run = RunFolder(out)
     try:
-        status = _train(cfg, run, resume, dist, export_name, verbose)
+        status = _train(cfg, run, resume, dist, export_name, verbose, export_best)
     except BaseException as exc:
         if dist.is_main and run.created:  # a refused start leaves the folder (and another run's status) as it was
             run.write_status("failed", error=str(exc)[:300])
@@ -205,7 +207,7 @@ def _log(verbose: bool, text: str) -> None:
 
 
 def _train(cfg: FaceTrainConfig, run: RunFolder, resume: bool, dist: distributed.Dist, export_name: str | None,
-           verbose: bool) -> int:
+           verbose: bool, export_best: bool) -> int:
     verbose = verbose and dist.is_main
     prior: dict[str, Any] = {}
     if resume and run.config_path.is_file():  # the run's config, but for what a resume may change (from cfg)
@@ -269,14 +271,27 @@ def _train(cfg: FaceTrainConfig, run: RunFolder, resume: bool, dist: distributed
         G = nn.parallel.DistributedDataParallel(G, device_ids=[dev.index] if on_cuda else None)
         D = nn.parallel.DistributedDataParallel(D, device_ids=[dev.index] if on_cuda else None)
 
+    def networks(step: int) -> dict[str, Any]:
+        state = {"G": _unwrap(G).state_dict(), "D": _unwrap(D).state_dict(), "trained_s": clock.seconds,
+                 "images_seen": images_before + (step - start) * cfg.batch_size * dist.world_size}
+        return {**state, "G_ema": G_ema.state_dict()} if G_ema is not None else state
+
     def checkpoint(step: int) -> None:
         if dist.is_main:
-            state = {"G": _unwrap(G).state_dict(), "D": _unwrap(D).state_dict(), "opt_G": opt_g.state_dict(),
-                     "opt_D": opt_d.state_dict(), "scaler": scaler.state_dict(), "trained_s": clock.seconds,
-                     "images_seen": images_before + (step - start) * cfg.batch_size * dist.world_size}
-            if G_ema is not None:
-                state["G_ema"] = G_ema.state_dict()
-            run.save_checkpoint(step, state)
+            run.save_checkpoint(step, {**networks(step), "opt_G": opt_g.state_dict(), "opt_D": opt_d.state_dict(),
+                                       "scaler": scaler.state_dict()})
+
+    # From the kept lines: a best.pt of a later step (its checkpoint damaged and set aside) is redone
+    # identically and replaced then.
+    best_fid = min((r["fid"] for r in run.metrics() if isinstance(r.get("fid"), (int, float))
+                    and math.isfinite(r["fid"])), default=math.inf) if resume else math.inf
+
+    def keep_best(step: int, figures: dict[str, float]) -> None:
+        """The evaluated step of lowest fid, apart from the pruned checkpoints: what a campaign ships."""
+        nonlocal best_fid
+        if dist.is_main and figures.get("fid", math.inf) < best_fid:  # NaN never is
+            best_fid = figures["fid"]
+            run.save_best(step, {**networks(step), "metrics": figures})
 
     stop = GracefulStop()
     if threading.current_thread() is threading.main_thread():
@@ -285,15 +300,15 @@ def _train(cfg: FaceTrainConfig, run: RunFolder, resume: bool, dist: distributed
     else:
         previous = {}
     try:
-        return _loop(cfg, run, dist, export_name, verbose, G, D, G_ema, opt_g, opt_d, scaler, precision,
-                     dataset, train_files, held, start, checkpoint, stop, clock)
+        return _loop(cfg, run, dist, export_name, export_best, verbose, G, D, G_ema, opt_g, opt_d, scaler,
+                     precision, dataset, train_files, held, start, checkpoint, keep_best, stop, clock)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
 
-def _loop(cfg, run, dist, export_name, verbose, G, D, G_ema, opt_g, opt_d, scaler, precision, dataset,
-          train_files, held, start, checkpoint, stop, clock) -> int:
+def _loop(cfg, run, dist, export_name, export_best, verbose, G, D, G_ema, opt_g, opt_d, scaler, precision,
+          dataset, train_files, held, start, checkpoint, keep_best, stop, clock) -> int:
     """The training steps (split from the set-up so signal handlers are restored afterwards)."""
     dev = dist.device
     fmt = precision.memory_format
@@ -370,7 +385,9 @@ def _loop(cfg, run, dist, export_name, verbose, G, D, G_ema, opt_g, opt_d, scale
             if dist.is_main:
                 if reference is None:
                     reference = _reference_stats(cfg, train_files, held, dev)
-                values.update(_fid(sampler, cfg, reference, dev))
+                figures = _fid(sampler, cfg, reference, dev)
+                values.update(figures)
+                keep_best(step, figures)
             distributed.barrier(dist)
         if values:
             values["train_hours"] = clock.hours
@@ -396,7 +413,7 @@ def _loop(cfg, run, dist, export_name, verbose, G, D, G_ema, opt_g, opt_d, scale
     if dist.is_main:
         run.write_status("finished", step=step, **status_extra)
         if export_name:
-            path = export_faces(run.path, export_name)
+            path = export_faces(run.path, export_name, best=export_best)
             _log(verbose, f"exported {path}")
     distributed.barrier(dist)
     return 0
@@ -506,6 +523,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: auto)")
     add_fp32_flag(p)
     p.add_argument("--export", metavar="NAME", help="when done, write weights/NAME.safetensors for the app")
+    p.add_argument("--best", action="store_true",
+                   help="with --export: the best evaluated step (lowest fid), not the newest")
     p.add_argument("--quiet", action="store_true")
     return p
 
@@ -535,6 +554,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.export:  # refuse a bad name now, not after the whole run
             check_name(args.export, "weights name")
+        if args.best and not args.export:
+            raise AnimeGANError("--best chooses which step --export NAME writes: give --export NAME too")
         cfg = config_from_args(args)
         run = RunFolder(args.out)
         if args.resume and run.config_path.is_file():  # a resumed run keeps its config but for RESUME_MAY_CHANGE
@@ -542,8 +563,11 @@ def main(argv: list[str] | None = None) -> int:
             cfg = config_from_dict({**saved_settings(run.read_config()), **asked_values(args)})
         if not args.resume and not cfg.data:
             raise AnimeGANError("pass --data DIR (a folder of face images)")
+        if args.best and not cfg.fid_every and not run.best_path.is_file():
+            raise AnimeGANError("--best exports the best evaluated step, and this run is not evaluated: "
+                                "give --fid-every N too")
         return train(cfg, args.out, resume=args.resume, device=args.device, export_name=args.export,
-                     verbose=not args.quiet)
+                     verbose=not args.quiet, export_best=args.best)
     except AnimeGANError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
