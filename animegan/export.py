@@ -107,6 +107,17 @@ def _newest_checkpoint(run: RunFolder) -> dict[str, Any]:
     return state
 
 
+def _chosen_state(run: RunFolder, best: bool | None, how: str) -> dict[str, Any]:
+    """The run's best evaluated step (``best``), that one when there is one (None), or the newest checkpoint
+    (False); ``how`` says which flags evaluate a run, for the error when ``best`` finds none."""
+    state = run.load_best() if best or best is None else None
+    if state is None:
+        if best:
+            raise AnimeGANError(f"{run.path}: no evaluated step to export ({how})")
+        state = _newest_checkpoint(run)
+    return state
+
+
 def export_style(run_dir: str | Path, name: str, weights_folder: str | Path | None = None,
                  description: str | None = None, best: bool | None = False) -> Path:
     """Write a style run's newest generator (``best``: its best evaluated one; None: that one when the run
@@ -119,11 +130,7 @@ def export_style(run_dir: str | Path, name: str, weights_folder: str | Path | No
     name = check_name(name, "style name")  # the one rule for names that become files under weights/
     rf = RunFolder(run_dir)
     config = rf.read_config()
-    state = rf.load_best() if best or best is None else None
-    if state is None:
-        if best:
-            raise AnimeGANError(f"{rf.path}: no evaluated step to export (train with --eval-every and --eval-photos)")
-        state = _newest_checkpoint(rf)
+    state = _chosen_state(rf, best, "train with --eval-every and --eval-photos")
     step = int(state["step"])
     architecture = RECIPES.get(config.get("recipe", "v2"), "animeganv2")
     arch_config = asdict(make_config(architecture, config.get("generator") or {}))
@@ -186,11 +193,7 @@ def export_faces(run_dir: str | Path, name: str, weights_dir: str | Path | None 
         g_cfg = face_generator_config(config)
     except ValueError as exc:
         raise AnimeGANError(f"{run.path}: bad face run config ({exc})") from None
-    ckpt = run.load_best() if best or best is None else None
-    if ckpt is None:
-        if best:
-            raise AnimeGANError(f"{run.path}: no evaluated step to export (train with --fid-every N)")
-        ckpt = _newest_checkpoint(run)
+    ckpt = _chosen_state(run, best, "train with --fid-every N")
     state = ckpt["G_ema"] if use_ema and "G_ema" in ckpt else ckpt["G"]
     arch = config.get("arch", "dcgan_improved")
     step = int(ckpt["step"])

@@ -55,7 +55,7 @@ from animegan.names import check_name
 from animegan.runs import RunFolder
 
 from . import distributed
-from .common import (GracefulStop, TrainClock, ema_decay_at, ema_update, image_rows_grid, load_generator_weights,
+from .common import (GracefulStop, TrainClock, check_export_best, ema_decay_at, ema_update, image_rows_grid, load_generator_weights,
                      load_shipped_discriminator, read_config_arg, rng_state, set_rng_state, step_generator)
 from .diffaugment import diff_augment, parse_policy
 from .losses import (GAN_LOSSES, PRESETS, color_loss, content_loss, d_adv_loss, domain_loss, g_adv_loss,
@@ -774,11 +774,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.export:  # refuse a bad name now, not after the whole run
             check_name(args.export, "style name")
         cfg = config_from_args(args)
-        if args.best and not args.export:
-            raise AnimeGANError("--best chooses which step --export NAME writes: give --export NAME too")
-        if args.best and not cfg.eval_every and not RunFolder(args.out).best_path.is_file():
-            raise AnimeGANError("--best exports the best evaluated step, and this run is not evaluated: "
-                                "add --eval-every N --eval-photos DIR")
+        check_export_best(args.best, args.export, bool(cfg.eval_every), RunFolder(args.out),
+                          "add --eval-every N --eval-photos DIR")
         dist = distributed.setup(None if cfg.device == "auto" else cfg.device)
         trainer = StyleTrainer(cfg, args.out, resume=args.resume, dist=dist, quiet=args.quiet or not dist.is_main)
         if dist.is_main and cfg.pretrain_steps >= cfg.steps:

@@ -11,12 +11,15 @@ import random
 import signal
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from animegan.errors import AnimeGANError
+
+if TYPE_CHECKING:
+    from animegan.runs import RunFolder
 
 
 def image_rows_grid(rows: list[torch.Tensor]) -> Any:
@@ -197,3 +200,12 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
         pe.lerp_(p.detach().to(pe.dtype), 1 - decay)
     for be, b in zip(ema.buffers(), model.buffers()):
         be.copy_(b)
+
+
+def check_export_best(best: bool, export: str | None, evaluated: bool, run: RunFolder, how: str) -> None:
+    """Refuse ``--best`` before a run starts: it needs ``--export NAME``, and an evaluated run (``how``
+    says which flags evaluate it) or a best step already kept."""
+    if best and not export:
+        raise AnimeGANError("--best chooses which step --export NAME writes: give --export NAME too")
+    if best and not evaluated and not run.best_path.is_file():
+        raise AnimeGANError(f"--best exports the best evaluated step, and this run is not evaluated: {how}")

@@ -31,6 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from animegan.curve import read_curve
 from animegan.errors import AnimeGANError
 from animegan.export import export_faces, face_generator_config, training_history
 from animegan.models.dcgan import VARIANTS, DCGANConfig, DCGANDiscriminator, DCGANDiscriminatorConfig, \
@@ -40,8 +41,8 @@ from animegan.runs import RunFolder
 
 from . import distributed
 from . import splits
-from .common import GracefulStop, TrainClock, check_resume_keeps_config, ema_decay_at, ema_update, \
-    load_generator_weights, load_shipped_discriminator, read_config_arg, step_generator
+from .common import GracefulStop, TrainClock, check_export_best, check_resume_keeps_config, ema_decay_at, \
+    ema_update, load_generator_weights, load_shipped_discriminator, read_config_arg, step_generator
 from .data import ImageFolderDataset, augment, list_images, report_skipped
 from .diffaugment import diff_augment, parse_policy
 from .losses import d_fake_loss, d_real_loss, g_adv_loss
@@ -283,8 +284,8 @@ def _train(cfg: FaceTrainConfig, run: RunFolder, resume: bool, dist: distributed
 
     # From the kept lines: a best.pt of a later step (its checkpoint damaged and set aside) is redone
     # identically and replaced then.
-    best_fid = min((r["fid"] for r in run.metrics() if isinstance(r.get("fid"), (int, float))
-                    and math.isfinite(r["fid"])), default=math.inf) if resume else math.inf
+    kept = read_curve(run.metrics(), "fid").best if resume else None
+    best_fid = kept.value if kept else math.inf
 
     def keep_best(step: int, figures: dict[str, float]) -> None:
         """The evaluated step of lowest fid, apart from the pruned checkpoints: what a campaign ships."""
@@ -554,8 +555,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.export:  # refuse a bad name now, not after the whole run
             check_name(args.export, "weights name")
-        if args.best and not args.export:
-            raise AnimeGANError("--best chooses which step --export NAME writes: give --export NAME too")
         cfg = config_from_args(args)
         run = RunFolder(args.out)
         if args.resume and run.config_path.is_file():  # a resumed run keeps its config but for RESUME_MAY_CHANGE
@@ -563,9 +562,7 @@ def main(argv: list[str] | None = None) -> int:
             cfg = config_from_dict({**saved_settings(run.read_config()), **asked_values(args)})
         if not args.resume and not cfg.data:
             raise AnimeGANError("pass --data DIR (a folder of face images)")
-        if args.best and not cfg.fid_every and not run.best_path.is_file():
-            raise AnimeGANError("--best exports the best evaluated step, and this run is not evaluated: "
-                                "give --fid-every N too")
+        check_export_best(args.best, args.export, bool(cfg.fid_every), run, "give --fid-every N too")
         return train(cfg, args.out, resume=args.resume, device=args.device, export_name=args.export,
                      verbose=not args.quiet, export_best=args.best)
     except AnimeGANError as exc:
