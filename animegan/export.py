@@ -179,7 +179,7 @@ def export_faces(run_dir: str | Path, name: str, weights_dir: str | Path | None 
                  description: str | None = None, sliders: bool = True, discriminator: bool = True,
                  best: bool | None = False) -> Path:
     """Write a face run's newest generator (its EMA when there is one) as ``weights/NAME.safetensors``;
-    with ``best`` its best evaluated step (lowest fid, ``checkpoints/best.pt``), with None that one
+    with ``best`` its best evaluated step (lowest fid or ``best_by``, ``checkpoints/best.pt``), with None that one
     when the run has it.
 
     With ``sliders`` the semantic slider directions go beside it (``NAME.sliders.safetensors``);

@@ -368,6 +368,28 @@ def test_the_best_evaluated_step_is_kept_resumed_and_exported(data: Path, tiny_c
     assert load_weights(export_faces(plain, "x", weights_dir=weights_dir, best=None)).metadata["steps"] == 2
 
 
+def test_best_by_picks_the_best_step_by_the_runs_own_size(data: Path, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """``best_by fid32`` (a 32 px run on 64 px faces) keeps the step of lowest fid32, also across a resume;
+    a figure the run cannot measure is refused before anything is written."""
+    config = tmp_path / "by32.json"
+    config.write_text(json.dumps({**TINY, "holdout": True, "fid_every": 1, "fid_samples": 6, "checkpoint_every": 2}))
+    out = tmp_path / "by32"
+    assert main(_args(data, out, config, 3, "--best-by", "fid32")) == 0
+    assert main(["--out", str(out), "--resume", "--steps", "6", "--quiet"]) == 0
+    run = RunFolder(out)
+    evals = [r for r in run.metrics() if "fid32" in r]
+    assert [r["step"] for r in evals] == [1, 2, 3, 4, 5, 6] and run.read_config()["best_by"] == "fid32"
+    low = min(evals, key=lambda r: r["fid32"])
+    best = run.load_best()
+    assert best["step"] == low["step"] and best["metrics"]["fid32"] == pytest.approx(low["fid32"], rel=1e-6)
+
+    assert main(_args(data, tmp_path / "no", config, 2, "--best-by", "fid64")) == 2  # not this run's size
+    assert "best_by must be 'fid' or 'fid32'" in capsys.readouterr().err
+    assert main(_args(data, tmp_path / "no", config, 2, "--best-by", "fid64", "--size", "64")) == 2
+    assert "no larger" in capsys.readouterr().err and not (tmp_path / "no").exists()
+
+
 def test_data_listing_loading_and_seeded_augmentation(data: Path, tmp_path: Path) -> None:
     from animegan.errors import AnimeGANError
     from train.data import ImageFolderDataset, augment, list_images

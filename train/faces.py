@@ -3,8 +3,8 @@
 A separate process that writes a run folder (``animegan/runs.py``) the app reads while it grows:
 config.json, metrics.jsonl (loss_G, loss_D, d_real = mean sigmoid D(x), d_fake = mean
 sigmoid D(G(z)), images_per_s, fid/kid when evaluated), samples/ (fixed-latent grids),
-checkpoints/ (G, D, EMA, optimisers, scaler, step; ``best.pt``: the evaluated step of lowest fid, which
-pruning never removes) and status.json.
+checkpoints/ (G, D, EMA, optimisers, scaler, step; ``best.pt``: the evaluated step of lowest fid, or
+of the figure ``best_by`` names, which pruning never removes) and status.json.
 
 Every random draw of a step (batch choice, flips, noise, DiffAugment) comes from
 ``step_generator(seed, step, rank)``, so ``--resume`` after a kill gives the same weights as
@@ -85,6 +85,8 @@ class FaceTrainConfig:
     fid_every: int = 0                    # 0: never during training
     fid_samples: int = 1000
     fid_reference: int = 0                # real images for the reference stats; 0: all
+    best_by: str = "fid"                  # the figure whose lowest value picks best.pt: "fid", or "fid64" in a
+                                          # 64 px run (its faces shrunk to its size: its fair measure)
     sample_count: int = 16
     init_from: str = ""                   # weights file whose generator a fresh run starts from (warm start)
     d_warmup: int = 0                     # first steps that train only D (G frozen): a warm start's new D learns first
@@ -116,6 +118,9 @@ class FaceTrainConfig:
         if min(c.log_every, c.sample_every, c.checkpoint_every) < 1 or min(c.fid_every, c.fid_reference) < 0:
             raise AnimeGANError("log_every, sample_every and checkpoint_every must be at least 1, "
                                 "fid_every and fid_reference 0 or more")
+        if c.best_by not in ("fid", f"fid{c.image_size}"):
+            raise AnimeGANError(f"best_by must be 'fid' or 'fid{c.image_size}' (against the faces shrunk to "
+                                f"the run's size), not {c.best_by!r}")
         if c.fid_every and c.fid_samples < 2:
             raise AnimeGANError("fid_samples must be at least 2 (FID needs two images)")
         if not (c.lr_g > 0 and c.lr_d > 0) or not (0 <= c.beta1 < 1 and 0 <= c.beta2 < 1):
@@ -223,6 +228,9 @@ def _train(cfg: FaceTrainConfig, run: RunFolder, resume: bool, dist: distributed
     train_files, held = (splits.split(files, "train"), splits.split(files, "eval")) if cfg.holdout else (files, [])
     if not train_files:
         raise AnimeGANError(f"{cfg.data}: no images left for training after the hold-out")
+    if cfg.fid_every and cfg.best_by != "fid" and _native_side(held or train_files) <= cfg.image_size:
+        raise AnimeGANError(f"best_by {cfg.best_by} measures against the faces shrunk to {cfg.image_size} px, "
+                            f"and these faces are no larger: use best_by fid")
     if dist.is_main:
         run.create(config_record(cfg, prior), resume=resume)
     distributed.barrier(dist)
@@ -284,14 +292,14 @@ def _train(cfg: FaceTrainConfig, run: RunFolder, resume: bool, dist: distributed
 
     # From the kept lines: a best.pt of a later step (its checkpoint damaged and set aside) is redone
     # identically and replaced then.
-    kept = read_curve(run.metrics(), "fid").best if resume else None
-    best_fid = kept.value if kept else math.inf
+    kept = read_curve(run.metrics(), cfg.best_by).best if resume else None
+    best_value = kept.value if kept else math.inf
 
     def keep_best(step: int, figures: dict[str, float]) -> None:
-        """The evaluated step of lowest fid, apart from the pruned checkpoints: what a campaign ships."""
-        nonlocal best_fid
-        if dist.is_main and figures.get("fid", math.inf) < best_fid:  # NaN never is
-            best_fid = figures["fid"]
+        """The evaluated step of lowest ``best_by``, apart from the pruned checkpoints: what a campaign ships."""
+        nonlocal best_value
+        if dist.is_main and figures.get(cfg.best_by, math.inf) < best_value:  # NaN never is
+            best_value = figures[cfg.best_by]
             run.save_best(step, {**networks(step), "metrics": figures})
 
     stop = GracefulStop()
@@ -513,6 +521,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fid-every", type=int, help="evaluate FID every N steps (0: never)")
     p.add_argument("--fid-samples", type=int, help="generated images per FID evaluation")
     p.add_argument("--fid-reference", type=int, help="real images for the FID reference statistics (default: all)")
+    p.add_argument("--best-by", metavar="FIGURE",
+                   help="the figure whose lowest value picks checkpoints/best.pt: fid (default), or fid64 in a "
+                        "64 px run (against the faces shrunk to its size)")
     p.add_argument("--sample-every", type=int)
     p.add_argument("--checkpoint-every", type=int)
     p.add_argument("--log-every", type=int)
@@ -525,7 +536,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_fp32_flag(p)
     p.add_argument("--export", metavar="NAME", help="when done, write weights/NAME.safetensors for the app")
     p.add_argument("--best", action="store_true",
-                   help="with --export: the best evaluated step (lowest fid), not the newest")
+                   help="with --export: the best evaluated step (lowest fid, or the --best-by figure), "
+                        "not the newest")
     p.add_argument("--quiet", action="store_true")
     return p
 
@@ -539,7 +551,7 @@ def asked_values(args: argparse.Namespace) -> dict[str, Any]:
     values: dict[str, Any] = read_config_arg(args.config) if args.config else {}
     flags = {"data": args.data, "steps": args.steps, "arch": args.arch, "image_size": args.size,
              "batch_size": args.batch, "seed": args.seed, "fid_every": args.fid_every, "fid_samples": args.fid_samples,
-             "fid_reference": args.fid_reference,
+             "fid_reference": args.fid_reference, "best_by": args.best_by,
              "sample_every": args.sample_every, "checkpoint_every": args.checkpoint_every,
              "log_every": args.log_every, "holdout": args.holdout, "init_from": args.init_from}
     values.update({k: v for k, v in flags.items() if v is not None})
