@@ -38,7 +38,9 @@ def training_history(weights: str, metadata: dict[str, Any]) -> dict[str, Any]:
     across machines.
 
     Style files keep ``images_seen`` and ``train_hours`` at the top; face files written before their
-    exporter recorded them keep ``images_seen`` and ``training_hours_cpu`` in ``metrics``.
+    exporter recorded them keep ``images_seen`` and ``training_hours_cpu`` in ``metrics``. A 128 px
+    pair (``dcgan_upscaled``) gives its 64 px stage's own: what a warm start from it trains on, and
+    what a new pair on that stage adds its upscaler to (counting the upscaler's twice otherwise).
     """
     measured = metadata.get("metrics") if isinstance(metadata.get("metrics"), dict) else {}
 
@@ -51,9 +53,23 @@ def training_history(weights: str, metadata: dict[str, Any]) -> dict[str, Any]:
                 pass
         return kind(0)
 
-    return {"weights": str(weights), "steps": number(int, metadata.get("steps")),
-            "images": number(int, metadata.get("images_seen"), measured.get("images_seen")),
-            "hours": number(float, metadata.get("train_hours"), measured.get("training_hours_cpu"))}
+    history = {"weights": str(weights), "steps": number(int, metadata.get("steps")),
+               "images": number(int, metadata.get("images_seen"), measured.get("images_seen")),
+               "hours": number(float, metadata.get("train_hours"), measured.get("training_hours_cpu"))}
+    if metadata.get("architecture") == "dcgan_upscaled":
+        upscaler = (metadata.get("training_data") or {}).get("upscaler") or {}
+        history["images"] = max(history["images"] - _upscaler_images(upscaler), 0)
+        history["hours"] = max(round(history["hours"] - number(float, upscaler.get("hours")), 6), 0.0)
+    return history
+
+
+def _upscaler_images(upscaler: dict[str, Any]) -> int:
+    """The images an upscaler's training record says it saw (older records: steps x batch)."""
+    try:
+        return int(upscaler.get("images") or int(upscaler.get("step", 0))
+                   * int((upscaler.get("training_config") or {}).get("batch_size", 16)))
+    except (TypeError, ValueError):  # a record from elsewhere may carry anything here
+        return 0
 
 
 def is_style_run(config: dict[str, Any]) -> bool:
@@ -333,8 +349,7 @@ def _save_upscaled_faces(name: str, weights_dir: str | Path | None, loaded: Any,
                **{f"upscaler.{k}": v for k, v in u_state.items()}}
     size = 2 * g_config.image_size
     made = training_history(g_name, loaded.metadata)  # the generator's; the upscaler's adds to it
-    made["images"] += int(upscaler.get("images") or int(upscaler.get("step", 0))
-                          * int((upscaler.get("training_config") or {}).get("batch_size", 16)))
+    made["images"] += _upscaler_images(upscaler)
     metadata = {
         "kind": "faces",
         "architecture": "dcgan_upscaled",

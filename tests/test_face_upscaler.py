@@ -182,7 +182,7 @@ def test_export_pairs_the_generator_with_the_upscaler(trained: Path, tmp_path: P
 def test_a_shipped_upscaler_pairs_with_another_generator(trained: Path, tmp_path: Path, weights_dir: Path) -> None:
     """Without its run folder, a 128 px model's upscaler goes with a better generator: the same file as
     exporting that pair from the run, less the old pair's FID."""
-    from animegan.export import export_upscaled_faces, pair_upscaled_faces
+    from animegan.export import export_upscaled_faces, pair_upscaled_faces, training_history
     from animegan.faces import FaceGenerator
     from animegan.weights import load_weights, read_metadata, update_metadata
 
@@ -204,6 +204,9 @@ def test_a_shipped_upscaler_pairs_with_another_generator(trained: Path, tmp_path
     assert got.metadata["train_hours"] == pytest.approx(2.5 + upscaler_hours, abs=1e-5) and upscaler_hours > 0
     assert {k: got.metadata[k] for k in ("steps", "images_seen", "train_hours")} == \
         {k: want.metadata[k] for k in ("steps", "images_seen", "train_hours")}
+    # What the pair says of its 64 px stage (a warm start from it, a new pair on it) is that stage's own
+    stage = training_history("paired", got.metadata)
+    assert (stage["steps"], stage["images"]) == (900, 57600) and stage["hours"] == pytest.approx(2.5, abs=1e-5)
     assert np.array_equal(np.array(FaceGenerator(paired, device="cpu").face(5)),
                           np.array(FaceGenerator(direct, device="cpu").face(5)))
     # The shipped name can be written over with its own upscaler (the recipe's command)

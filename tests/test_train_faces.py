@@ -634,13 +634,21 @@ def test_init_from_a_128px_model_takes_its_64px_stage(straight: Path, data: Path
         **{f"generator.{k}": v for k, v in plain.state_dict.items()},
         **{f"upscaler.{k}": v for k, v in upscaler.state_dict().items()}}, {
         "kind": "faces", "architecture": "dcgan_upscaled",
-        "config": asdict(UpscaledFacesConfig(generator=plain.metadata["config"], upscaler={"channels": 4, "blocks": 1}))})
+        "config": asdict(UpscaledFacesConfig(generator=plain.metadata["config"], upscaler={"channels": 4, "blocks": 1})),
+        # the pair's record counts both stages; the upscaler's part is its own
+        "steps": plain.metadata["steps"], "images_seen": plain.metadata["images_seen"] + 96,
+        "train_hours": plain.metadata["train_hours"] + 0.5,
+        "training_data": {"upscaler": {"step": 6, "images": 96, "hours": 0.5}}})
     out = tmp_path / "from-two-stage"
     assert main(_args(data, out, tiny_config, 0, "--init-from", str(two_stage))) == 0
     start = _final_state(out)
     for part in ("G", "G_ema"):
         for key, value in plain.state_dict.items():
             assert torch.equal(start[part][key], value.to(start[part][key].dtype)), f"{part}.{key}"
+    # The run goes on from the generator's own history, not the pair's (the upscaler trained apart)
+    history = RunFolder(out).read_config()["warm_start"]
+    assert (history["steps"], history["images"]) == (plain.metadata["steps"], plain.metadata["images_seen"])
+    assert history["hours"] == pytest.approx(plain.metadata["train_hours"], abs=1e-6)
 
 
 def test_init_from_brings_the_discriminator_exported_beside_the_weights(straight: Path, data: Path,
