@@ -634,7 +634,8 @@ def test_init_from_a_128px_model_takes_its_64px_stage(straight: Path, data: Path
         **{f"generator.{k}": v for k, v in plain.state_dict.items()},
         **{f"upscaler.{k}": v for k, v in upscaler.state_dict().items()}}, {
         "kind": "faces", "architecture": "dcgan_upscaled",
-        "config": asdict(UpscaledFacesConfig(generator=plain.metadata["config"], upscaler={"channels": 4, "blocks": 1})),
+        "config": asdict(UpscaledFacesConfig(generator=plain.metadata["config"],
+                                             upscaler={"channels": 4, "blocks": 1})),
         # the pair's record counts both stages; the upscaler's part is its own
         "steps": plain.metadata["steps"], "images_seen": plain.metadata["images_seen"] + 96,
         "train_hours": plain.metadata["train_hours"] + 0.5,

@@ -55,8 +55,9 @@ from animegan.names import check_name
 from animegan.runs import RunFolder
 
 from . import distributed
-from .common import (GracefulStop, TrainClock, check_export_best, ema_decay_at, ema_update, image_rows_grid, load_generator_weights,
-                     load_shipped_discriminator, read_config_arg, rng_state, set_rng_state, step_generator)
+from .common import (GracefulStop, TrainClock, check_export_best, ema_decay_at, ema_update, image_rows_grid,
+                     load_generator_weights, load_shipped_discriminator, read_config_arg, rng_state, set_rng_state,
+                     step_generator)
 from .diffaugment import diff_augment, parse_policy
 from .losses import (GAN_LOSSES, PRESETS, color_loss, content_loss, d_adv_loss, domain_loss, g_adv_loss,
                      gray_style_loss, preset_weights, region_smoothing_loss, revision_target, style_loss,

@@ -228,7 +228,7 @@ def _train(cfg: FaceTrainConfig, run: RunFolder, resume: bool, dist: distributed
     train_files, held = (splits.split(files, "train"), splits.split(files, "eval")) if cfg.holdout else (files, [])
     if not train_files:
         raise AnimeGANError(f"{cfg.data}: no images left for training after the hold-out")
-    if cfg.fid_every and cfg.best_by != "fid" and _native_side(held or train_files) <= cfg.image_size:
+    if cfg.fid_every and cfg.best_by != "fid" and not _measures_shrunk(held or train_files, cfg.image_size):
         raise AnimeGANError(f"best_by {cfg.best_by} measures against the faces shrunk to {cfg.image_size} px, "
                             f"and these faces are no larger: use best_by fid")
     if dist.is_main:
@@ -461,7 +461,7 @@ def _reference_stats(cfg: FaceTrainConfig, train_files: list[Path], held: list[P
     files = held or train_files
     limit = cfg.fid_reference or None
     references = {"": compute_stats(files, device=dev, limit=limit)}
-    if _native_side(files) > cfg.image_size:  # every file, also when the first reference takes a subset
+    if _measures_shrunk(files, cfg.image_size):  # every file, also when the first reference takes a subset
         def shrunk() -> Any:  # read only when the cache has no entry for these files at this size
             small = ImageFolderDataset(files, cfg.image_size, verbose=False)
             for i in range(0, len(small), 64):
@@ -470,6 +470,11 @@ def _reference_stats(cfg: FaceTrainConfig, train_files: list[Path], held: list[P
         references[str(cfg.image_size)] = compute_stats(shrunk(), device=dev,
                                                         cache_as=(files, f"load_square {cfg.image_size}"))
     return references
+
+
+def _measures_shrunk(files: list[Path], size: int) -> bool:
+    """Whether a ``size`` px run on ``files`` is also measured against them shrunk to its size (``fid{size}``)."""
+    return _native_side(files) > size
 
 
 def _native_side(files: list[Path]) -> int:
