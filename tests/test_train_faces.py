@@ -389,6 +389,17 @@ def test_best_by_picks_the_best_step_by_the_runs_own_size(data: Path, tmp_path: 
     assert main(_args(data, tmp_path / "no", config, 2, "--best-by", "fid64", "--size", "64")) == 2
     assert "no larger" in capsys.readouterr().err and not (tmp_path / "no").exists()
 
+    # A run older than best_by (its config lacks the key) ran by fid: a resume asking for another figure is refused
+    old = tmp_path / "old"
+    assert main(_args(data, old, config, 1)) == 0
+    record = RunFolder(old).read_config()
+    del record["best_by"]
+    RunFolder(old).write_config(record)
+    capsys.readouterr()
+    assert main(["--out", str(old), "--resume", "--steps", "2", "--best-by", "fid32", "--quiet"]) == 2
+    assert "differ from it: best_by" in capsys.readouterr().err
+    assert main(["--out", str(old), "--resume", "--steps", "2", "--best-by", "fid", "--quiet"]) == 0
+
 
 def test_data_listing_loading_and_seeded_augmentation(data: Path, tmp_path: Path) -> None:
     from animegan.errors import AnimeGANError

@@ -54,8 +54,12 @@ PATH_KEYS = ("data", "generator", "init_from")  # config values that name a file
 
 
 def check_resume_keeps_config(saved: dict[str, Any], asked: dict[str, Any],
-                              may_change: tuple[str, ...] = ("steps",)) -> None:
-    """Refuse a ``--resume`` that asks for other values than the run's saved config (``may_change`` may)."""
+                              may_change: tuple[str, ...] = ("steps",), defaults: dict[str, Any] | None = None) -> None:
+    """Refuse a ``--resume`` that asks for other values than the run's saved config (``may_change`` may).
+
+    A setting the saved config lacks (a run older than the setting) ran with its default, given in ``defaults``.
+    """
+    saved = {**(defaults or {}), **saved}
     def same(key: str, value: Any) -> bool:
         if key in PATH_KEYS and value and saved[key]:  # the same file or folder, however it is written
             return Path(str(value)).resolve() == Path(str(saved[key])).resolve()

@@ -442,7 +442,7 @@ def main(argv: list[str] | None = None) -> int:
             saved = run.read_config()
             # "auto" names no network: the run's recorded choice stands
             check_resume_keeps_config(saved, {k: v for k, v in values.items() if (k, v) != ("perceptual", "auto")},
-                                      RESUME_MAY_CHANGE)
+                                      RESUME_MAY_CHANGE, asdict(UpscalerTrainConfig()))
             values = {**{k: saved[k] for k in RESUME_MAY_CHANGE if k in saved}, **values}
         cfg = config_from_dict(values)
         if args.export and not (cfg.generator or (args.resume and run.config_path.is_file()

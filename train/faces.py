@@ -575,7 +575,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = config_from_args(args)
         run = RunFolder(args.out)
         if args.resume and run.config_path.is_file():  # a resumed run keeps its config but for RESUME_MAY_CHANGE
-            check_resume_keeps_config(run.read_config(), asked_values(args), RESUME_MAY_CHANGE)
+            check_resume_keeps_config(run.read_config(), asked_values(args), RESUME_MAY_CHANGE,
+                                      asdict(FaceTrainConfig()))
             cfg = config_from_dict({**saved_settings(run.read_config()), **asked_values(args)})
         if not args.resume and not cfg.data:
             raise AnimeGANError("pass --data DIR (a folder of face images)")
