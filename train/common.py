@@ -60,6 +60,7 @@ def check_resume_keeps_config(saved: dict[str, Any], asked: dict[str, Any],
     A setting the saved config lacks (a run older than the setting) ran with its default, given in ``defaults``.
     """
     saved = {**(defaults or {}), **saved}
+
     def same(key: str, value: Any) -> bool:
         if key in PATH_KEYS and value and saved[key]:  # the same file or folder, however it is written
             return Path(str(value)).resolve() == Path(str(saved[key])).resolve()

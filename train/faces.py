@@ -575,9 +575,9 @@ def main(argv: list[str] | None = None) -> int:
         cfg = config_from_args(args)
         run = RunFolder(args.out)
         if args.resume and run.config_path.is_file():  # a resumed run keeps its config but for RESUME_MAY_CHANGE
-            check_resume_keeps_config(run.read_config(), asked_values(args), RESUME_MAY_CHANGE,
-                                      asdict(FaceTrainConfig()))
-            cfg = config_from_dict({**saved_settings(run.read_config()), **asked_values(args)})
+            saved = run.read_config()
+            check_resume_keeps_config(saved, asked_values(args), RESUME_MAY_CHANGE, asdict(FaceTrainConfig()))
+            cfg = config_from_dict({**saved_settings(saved), **asked_values(args)})
         if not args.resume and not cfg.data:
             raise AnimeGANError("pass --data DIR (a folder of face images)")
         check_export_best(args.best, args.export, bool(cfg.fid_every), run, "give --fid-every N too")
