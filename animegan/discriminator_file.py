@@ -36,8 +36,14 @@ def generator_sha256(weights_path: str | os.PathLike[str]) -> str:
     """SHA-256 of a weights file's tensors (names, dtypes, shapes, bytes): unchanged by metadata edits."""
     from safetensors.torch import load_file
 
+    return tensors_sha256(load_file(str(weights_path)))
+
+
+def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 of named tensors (names, dtypes, shapes, bytes), in name order."""
     digest = hashlib.sha256()
-    for name, tensor in sorted(load_file(str(weights_path)).items()):
+    for name, tensor in sorted(tensors.items()):
+        tensor = tensor.detach().cpu()
         digest.update(f"{name}\0{tensor.dtype}\0{tuple(tensor.shape)}\n".encode())
         digest.update(tensor.reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()

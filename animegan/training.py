@@ -56,9 +56,10 @@ STOP_TIMEOUT_S = 120.0
 MAX_PLOT_POINTS = 400  # per series: a long run's curve stays cheap to send every few seconds
 LIVE_STATES = ("starting", "running", "stopping")
 # What the trainers' evaluations log (train.animegan: fid, kid, content and the untouched photos'
-# baseline_fid, baseline_kid, content_unrelated; train.faces: fid, kid and fid64, kid64 for a 64 px run;
-# train.face_upscaler: fid, kid of the upscaled generator and fid_real of the upscaled held-out faces).
-QUALITY_FIGURE = re.compile(r"(baseline_)?(fid|kid)(\d*|_real)|content(_unrelated)?")
+# baseline_fid, baseline_kid, content_unrelated; train.faces: fid, kid, fid64, kid64 for a 64 px run and
+# fid_pair, kid_pair with an evaluation upscaler; train.face_upscaler: fid, kid of the upscaled generator
+# and fid_real of the upscaled held-out faces).
+QUALITY_FIGURE = re.compile(r"(baseline_)?(fid|kid)(\d*|_real|_pair)|content(_unrelated)?")
 KID_SCALE = 1000  # KID (0.001 to 1) is plotted x1000, beside FID (10 to 400): the usual way to quote it
 
 

@@ -385,7 +385,7 @@ def test_best_by_picks_the_best_step_by_the_runs_own_size(data: Path, tmp_path: 
     assert best["step"] == low["step"] and best["metrics"]["fid32"] == pytest.approx(low["fid32"], rel=1e-6)
 
     assert main(_args(data, tmp_path / "no", config, 2, "--best-by", "fid64")) == 2  # not this run's size
-    assert "best_by must be 'fid' or 'fid32'" in capsys.readouterr().err
+    assert "best_by must be 'fid', 'fid32'" in capsys.readouterr().err
     assert main(_args(data, tmp_path / "no", config, 2, "--best-by", "fid64", "--size", "64")) == 2
     assert "no larger" in capsys.readouterr().err and not (tmp_path / "no").exists()
 
@@ -629,28 +629,36 @@ def test_init_from_starts_a_new_run_from_face_weights(straight: Path, data: Path
     assert "does not fit this run's config" in capsys.readouterr().err
 
 
+def _two_stage(plain, upscaler, path: Path, **metadata) -> Path:
+    """A 128 px face file (``dcgan_upscaled``): ``plain``'s generator, then ``upscaler`` (``metadata`` on top)."""
+    from dataclasses import asdict
+
+    from animegan.models.face_upscaler import UpscaledFacesConfig
+    from animegan.weights import save_weights
+
+    config = {"channels": upscaler.config.channels, "blocks": upscaler.config.blocks}
+    return save_weights(path, {**{f"generator.{k}": v for k, v in plain.state_dict.items()},
+                               **{f"upscaler.{k}": v for k, v in upscaler.state_dict().items()}}, {
+        "kind": "faces", "architecture": "dcgan_upscaled",
+        "config": asdict(UpscaledFacesConfig(generator=plain.metadata["config"], upscaler=config)),
+        "steps": plain.metadata["steps"], "images_seen": plain.metadata["images_seen"], **metadata})
+
+
 def test_init_from_a_128px_model_takes_its_64px_stage(straight: Path, data: Path, tiny_config: Path,
                                                      tmp_path: Path, weights_dir: Path) -> None:
     """A two-stage model (generator, then upscaler; what ``faces128`` is) warm-starts this trainer's
     generator from its first stage: the network this trainer trains."""
-    from dataclasses import asdict
-
     from animegan.export import export_faces
-    from animegan.models.face_upscaler import FaceUpscaler, FaceUpscalerConfig, UpscaledFacesConfig
-    from animegan.weights import load_weights, save_weights
+    from animegan.models.face_upscaler import FaceUpscaler, FaceUpscalerConfig
+    from animegan.weights import load_weights
 
     plain = load_weights(str(export_faces(straight, "stage", weights_dir=weights_dir, sliders=False)))
     upscaler = FaceUpscaler(FaceUpscalerConfig(channels=4, blocks=1))
-    two_stage = save_weights(weights_dir / "two-stage.safetensors", {
-        **{f"generator.{k}": v for k, v in plain.state_dict.items()},
-        **{f"upscaler.{k}": v for k, v in upscaler.state_dict().items()}}, {
-        "kind": "faces", "architecture": "dcgan_upscaled",
-        "config": asdict(UpscaledFacesConfig(generator=plain.metadata["config"],
-                                             upscaler={"channels": 4, "blocks": 1})),
-        # the pair's record counts both stages; the upscaler's part is its own
-        "steps": plain.metadata["steps"], "images_seen": plain.metadata["images_seen"] + 96,
-        "train_hours": plain.metadata["train_hours"] + 0.5,
-        "training_data": {"upscaler": {"step": 6, "images": 96, "hours": 0.5}}})
+    # the pair's record counts both stages; the upscaler's part is its own
+    two_stage = _two_stage(plain, upscaler, weights_dir / "two-stage.safetensors",
+                           images_seen=plain.metadata["images_seen"] + 96,
+                           train_hours=plain.metadata["train_hours"] + 0.5,
+                           training_data={"upscaler": {"step": 6, "images": 96, "hours": 0.5}})
     out = tmp_path / "from-two-stage"
     assert main(_args(data, out, tiny_config, 0, "--init-from", str(two_stage))) == 0
     start = _final_state(out)
@@ -661,6 +669,65 @@ def test_init_from_a_128px_model_takes_its_64px_stage(straight: Path, data: Path
     history = RunFolder(out).read_config()["warm_start"]
     assert (history["steps"], history["images"]) == (plain.metadata["steps"], plain.metadata["images_seen"])
     assert history["hours"] == pytest.approx(plain.metadata["train_hours"], abs=1e-6)
+
+
+def test_eval_upscaler_measures_the_pair_from_the_warm_start_on(straight: Path, data: Path, tmp_path: Path,
+                                                                weights_dir: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """``--eval-upscaler`` logs fid_pair/kid_pair (this step's samples upscaled, against the real faces) at
+    every evaluation, from the warm start's own step 0 on; ``--best-by fid_pair`` keeps its best step; a
+    resume that would measure with another upscaler, and settings that cannot work, are refused."""
+    from animegan.export import export_faces
+    from animegan.metrics import compute_stats, fid_from_stats, generator_batches, kid_from_features
+    from animegan.models.face_upscaler import FaceUpscaler, FaceUpscalerConfig, UpscaledFaceGenerator, \
+        UpscaledFacesConfig
+    from animegan.weights import load_weights
+    from train import splits
+    from train.data import list_images
+
+    plain_path = export_faces(straight, "stage", weights_dir=weights_dir, sliders=False)
+    plain = load_weights(str(plain_path))
+    torch.manual_seed(3)
+    upscaler = FaceUpscaler(FaceUpscalerConfig(channels=4, blocks=1))
+    torch.nn.init.normal_(upscaler.tail[0].weight, std=0.05)  # not the untrained bilinear: its own detail
+    pair = _two_stage(plain, upscaler, weights_dir / "pair.safetensors")
+    config = tmp_path / "pair.json"
+    config.write_text(json.dumps({**TINY, "holdout": True, "fid_every": 1, "fid_samples": 6, "checkpoint_every": 3}))
+    out = tmp_path / "paired"
+    assert main(_args(data, out, config, 3, "--init-from", str(pair), "--eval-upscaler", str(pair),
+                      "--best-by", "fid_pair")) == 0
+    assert main(["--out", str(out), "--resume", "--steps", "4", "--quiet"]) == 0
+    run = RunFolder(out)
+    evals = [r for r in run.metrics() if "fid_pair" in r]
+    assert [r["step"] for r in evals] == [0, 1, 2, 3, 4] and all("kid_pair" in r and "fid" in r for r in evals)
+    best, low = run.load_best(), min(evals, key=lambda r: r["fid_pair"])
+    assert best["step"] == low["step"] and best["metrics"]["fid_pair"] == pytest.approx(low["fid_pair"], rel=1e-6)
+
+    # Step 0 is the warm start itself: its pair figures are the file's own, measured here independently
+    net = UpscaledFaceGenerator(UpscaledFacesConfig(generator=plain.metadata["config"],
+                                                    upscaler={"channels": 4, "blocks": 1}))
+    net.generator.load_state_dict({k: v.float() for k, v in plain.state_dict.items()})
+    net.upscaler.load_state_dict(upscaler.state_dict())
+    net.eval()
+    generated = compute_stats(generator_batches(net, 6, seed=FaceTrainConfig().seed + 2, device="cpu"),
+                              device="cpu", limit=6)
+    real = compute_stats(splits.split(list_images(data), "eval"), device="cpu")
+    assert evals[0]["fid_pair"] == pytest.approx(fid_from_stats(generated, real), rel=1e-3)
+    assert evals[0]["kid_pair"] == pytest.approx(kid_from_features(generated.features, real.features,
+                                                                   subsets=20)[0], rel=1e-3, abs=1e-6)
+    assert evals[0]["fid_pair"] != pytest.approx(evals[0]["fid"], rel=1e-3)  # the upscaler's detail counts
+
+    # Another upscaler in the same file: the run's fid_pair would no longer compare with itself
+    torch.nn.init.normal_(upscaler.tail[0].weight, std=0.05)
+    _two_stage(plain, upscaler, pair)
+    capsys.readouterr()
+    assert main(["--out", str(out), "--resume", "--steps", "5", "--quiet"]) == 2
+    assert "another upscaler" in capsys.readouterr().err and run.read_status()["step"] == 4
+
+    assert main(_args(data, tmp_path / "no", config, 2, "--best-by", "fid_pair")) == 2
+    assert "needs eval_upscaler" in capsys.readouterr().err
+    assert main(_args(data, tmp_path / "no", config, 2, "--eval-upscaler", str(plain_path))) == 2
+    assert "holds no upscaler" in capsys.readouterr().err and not (tmp_path / "no").exists()
 
 
 def test_init_from_brings_the_discriminator_exported_beside_the_weights(straight: Path, data: Path,

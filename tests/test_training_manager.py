@@ -261,14 +261,15 @@ def test_quality_figures_are_shaped_for_their_plot(tmp_path: Path, monkeypatch: 
     run.log(2, loss_g=1.5, images_per_s=3.0, **style)
     run.log(3, loss_g=1.2, images_per_s=3.0)
     run.log(4, loss_g=1.0, **{**style, "fid": 250.0, "content": 38.0})
-    run.log(4, fid64=20.0, kid64=0.01, kid_std=0.002, fid_samples=1000)  # the face trainer's names, and others
+    run.log(4, fid64=20.0, kid64=0.01, fid_pair=30.0, kid_pair=0.02, kid_std=0.002,
+            fid_samples=1000)  # the face trainer's names, and others
     rows = manager.quality_long("evaluated")
     got = {(r["series"], r["step"]): r["value"] for r in rows}
     assert got == {("fid", 2): 300.0, ("fid", 4): 250.0, ("kid x1000", 2): 500.0, ("kid x1000", 4): 500.0,
                    ("content", 2): 40.0, ("content", 4): 38.0, ("baseline_fid", 2): 380.0, ("baseline_fid", 4): 380.0,
                    ("baseline_kid x1000", 2): 750.0, ("baseline_kid x1000", 4): 750.0,
                    ("content_unrelated", 2): 26.0, ("content_unrelated", 4): 26.0,
-                   ("fid64", 4): 20.0, ("kid64 x1000", 4): 10.0}
+                   ("fid64", 4): 20.0, ("kid64 x1000", 4): 10.0, ("fid_pair", 4): 30.0, ("kid_pair x1000", 4): 20.0}
     assert {r["series"] for r in manager.metrics_long("evaluated")} == {"g"}  # the loss plot is unchanged
     frame = manager.quality_frame("evaluated")
     assert list(frame.columns) == ["step", "value", "series"] and len(frame) == len(rows)

@@ -6,6 +6,12 @@ sigmoid D(G(z)), images_per_s, fid/kid when evaluated), samples/ (fixed-latent g
 checkpoints/ (G, D, EMA, optimisers, scaler, step; ``best.pt``: the evaluated step of lowest fid, or
 of the figure ``best_by`` names, which pruning never removes) and status.json.
 
+With ``--eval-upscaler`` (a 128 px face model, e.g. ``weights/faces128.safetensors``) every
+evaluation also measures the samples upscaled by that model's 2x upscaler against the real faces:
+``fid_pair``/``kid_pair``, what this step would score shipped as a 128 px pair. Neither stage figure
+foretells the pair reliably, so a campaign for the 128 px model picks its best step by it
+(``--best-by fid_pair``). A warm start is measured before its first step too (step 0): the bar.
+
 Every random draw of a step (batch choice, flips, noise, DiffAugment) comes from
 ``step_generator(seed, step, rank)``, so ``--resume`` after a kill gives the same weights as
 an uninterrupted run. SIGTERM/SIGINT: checkpoint, then exit 0. Multi-GPU: ``torchrun
@@ -85,8 +91,10 @@ class FaceTrainConfig:
     fid_every: int = 0                    # 0: never during training
     fid_samples: int = 1000
     fid_reference: int = 0                # real images for the reference stats; 0: all
-    best_by: str = "fid"                  # the figure whose lowest value picks best.pt: "fid", or "fid64" in a
-                                          # 64 px run (its faces shrunk to its size: its fair measure)
+    best_by: str = "fid"                  # the figure whose lowest value picks best.pt: "fid", "fid64" in a
+                                          # 64 px run (its faces shrunk to its size: its fair measure), or
+                                          # "fid_pair" with eval_upscaler
+    eval_upscaler: str = ""               # a 128 px face model whose upscaler each evaluation pairs with G
     sample_count: int = 16
     init_from: str = ""                   # weights file whose generator a fresh run starts from (warm start)
     d_warmup: int = 0                     # first steps that train only D (G frozen): a warm start's new D learns first
@@ -118,9 +126,12 @@ class FaceTrainConfig:
         if min(c.log_every, c.sample_every, c.checkpoint_every) < 1 or min(c.fid_every, c.fid_reference) < 0:
             raise AnimeGANError("log_every, sample_every and checkpoint_every must be at least 1, "
                                 "fid_every and fid_reference 0 or more")
-        if c.best_by not in ("fid", f"fid{c.image_size}"):
-            raise AnimeGANError(f"best_by must be 'fid' or 'fid{c.image_size}' (against the faces shrunk to "
-                                f"the run's size), not {c.best_by!r}")
+        if c.best_by not in ("fid", f"fid{c.image_size}", PAIR_FIGURE):
+            raise AnimeGANError(f"best_by must be 'fid', 'fid{c.image_size}' (against the faces shrunk to "
+                                f"the run's size) or '{PAIR_FIGURE}' (with eval_upscaler), not {c.best_by!r}")
+        if c.best_by == PAIR_FIGURE and not c.eval_upscaler:
+            raise AnimeGANError(f"best_by {PAIR_FIGURE} needs eval_upscaler: the 128 px face model whose upscaler "
+                                f"makes the pair (e.g. --eval-upscaler weights/faces128.safetensors)")
         if c.fid_every and c.fid_samples < 2:
             raise AnimeGANError("fid_samples must be at least 2 (FID needs two images)")
         if not (c.lr_g > 0 and c.lr_d > 0) or not (0 <= c.beta1 < 1 and 0 <= c.beta2 < 1):
@@ -143,7 +154,10 @@ RESUME_MAY_CHANGE = ("steps", "log_every", "sample_every", "checkpoint_every", "
 
 
 # What a run's config.json records beside its settings: not settings, so never taken from a user's --config.
-RECORDED_KEYS = ("warm_start",)
+RECORDED_KEYS = ("warm_start", "eval_upscaler_sha256")
+
+# The figure of the samples upscaled by ``eval_upscaler``, against the real faces at their own size.
+PAIR_FIGURE = "fid_pair"
 
 
 def saved_settings(config: dict[str, Any]) -> dict[str, Any]:
@@ -151,9 +165,11 @@ def saved_settings(config: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in config.items() if k not in RECORDED_KEYS}
 
 
-def config_record(cfg: FaceTrainConfig, warm_start: dict[str, Any]) -> dict[str, Any]:
-    """What config.json holds: the settings, and the warm start's history when the run has one."""
-    return {**asdict(cfg), **({"warm_start": warm_start} if warm_start else {})}
+def config_record(cfg: FaceTrainConfig, warm_start: dict[str, Any], upscaler_sha256: str = "") -> dict[str, Any]:
+    """What config.json holds: the settings, the warm start's history when the run has one, and the
+    evaluation upscaler's tensors (its figures compare only while they stay the same)."""
+    return {**asdict(cfg), **({"warm_start": warm_start} if warm_start else {}),
+            **({"eval_upscaler_sha256": upscaler_sha256} if upscaler_sha256 else {})}
 
 
 def config_from_dict(values: dict[str, Any]) -> FaceTrainConfig:
@@ -179,6 +195,22 @@ def warm_start(G: nn.Module, G_ema: nn.Module | None, D: nn.Module, weights: str
     if G_ema is not None:
         G_ema.load_state_dict(G.state_dict())
     return {**training_history(weights, loaded.metadata), "discriminator": load_shipped_discriminator(D, loaded.source)}
+
+
+def load_eval_upscaler(weights: str, device: torch.device) -> tuple[nn.Module, str]:
+    """The 2x upscaler inside a 128 px face model (``dcgan_upscaled``), in eval mode, and the SHA-256
+    of its tensors; one line naming the file when it holds none."""
+    from animegan.discriminator_file import tensors_sha256
+    from animegan.export import upscaler_state
+    from animegan.models.face_upscaler import FaceUpscaler, FaceUpscalerConfig
+
+    loaded, state = upscaler_state(weights)
+    try:
+        net = FaceUpscaler(FaceUpscalerConfig(**loaded.metadata["config"]["upscaler"]))
+        net.load_state_dict({k: v.float() for k, v in state.items()})
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise AnimeGANError(f"{weights}: its upscaler does not load ({str(exc).splitlines()[0]})") from None
+    return net.to(device).eval().requires_grad_(False), tensors_sha256(state)
 
 
 def _unwrap(m: nn.Module) -> nn.Module:
@@ -216,11 +248,13 @@ def _train(cfg: FaceTrainConfig, run: RunFolder, resume: bool, dist: distributed
            verbose: bool, export_best: bool) -> int:
     verbose = verbose and dist.is_main
     prior: dict[str, Any] = {}
+    recorded_upscaler = ""
     if resume and run.config_path.is_file():  # the run's config, but for what a resume may change (from cfg)
         raw = run.read_config()
         saved = config_from_dict(saved_settings(raw))
         cfg = dataclasses.replace(saved, **{k: getattr(cfg, k) for k in RESUME_MAY_CHANGE})
         prior = raw.get("warm_start") if isinstance(raw.get("warm_start"), dict) else {}
+        recorded_upscaler = str(raw.get("eval_upscaler_sha256") or "")
     cfg = cfg.resolved()
     if not cfg.data:
         raise AnimeGANError("no training data: pass --data DIR")
@@ -228,13 +262,17 @@ def _train(cfg: FaceTrainConfig, run: RunFolder, resume: bool, dist: distributed
     train_files, held = (splits.split(files, "train"), splits.split(files, "eval")) if cfg.holdout else (files, [])
     if not train_files:
         raise AnimeGANError(f"{cfg.data}: no images left for training after the hold-out")
-    if cfg.fid_every and cfg.best_by != "fid" and not _measures_shrunk(held or train_files, cfg.image_size):
+    if cfg.fid_every and cfg.best_by == f"fid{cfg.image_size}" and not _measures_shrunk(held or train_files, cfg.image_size):
         raise AnimeGANError(f"best_by {cfg.best_by} measures against the faces shrunk to {cfg.image_size} px, "
                             f"and these faces are no larger: use best_by fid")
-    if dist.is_main:
-        run.create(config_record(cfg, prior), resume=resume)
-    distributed.barrier(dist)
     dev = dist.device
+    upscaler, upscaler_sha256 = load_eval_upscaler(cfg.eval_upscaler, dev) if cfg.eval_upscaler else (None, "")
+    if recorded_upscaler and upscaler_sha256 != recorded_upscaler:
+        raise AnimeGANError(f"{cfg.eval_upscaler} holds another upscaler than the one this run measured "
+                            f"{PAIR_FIGURE} with: its figures would not compare (start a new run)")
+    if dist.is_main:
+        run.create(config_record(cfg, prior, upscaler_sha256), resume=resume)
+    distributed.barrier(dist)
     on_cuda = dev.type == "cuda"
     precision = train_precision(dev, cfg.amp, cfg.channels_last, fp16_fallback=True)
     fmt = precision.memory_format
@@ -256,7 +294,7 @@ def _train(cfg: FaceTrainConfig, run: RunFolder, resume: bool, dist: distributed
     if ckpt is None and cfg.init_from:
         prior = warm_start(G, G_ema, D, cfg.init_from)
         if dist.is_main:  # the export adds the file's steps, images and hours to the run's own
-            run.write_config(config_record(cfg, prior))
+            run.write_config(config_record(cfg, prior, upscaler_sha256))
         _log(verbose, f"generator initialised from {cfg.init_from}; "
                       + ("its discriminator too" if prior["discriminator"] else "a new discriminator"))
     if resume:
@@ -271,8 +309,8 @@ def _train(cfg: FaceTrainConfig, run: RunFolder, resume: bool, dist: distributed
                 scaler.load_state_dict(ckpt["scaler"])
             start = int(ckpt["step"])
             _log(verbose, f"resuming from step {start}")
-        if dist.is_main:
-            run.truncate_metrics(start)  # steps after the checkpoint are redone
+        if dist.is_main:  # steps after the checkpoint are redone (all of them, step 0 too, without one)
+            run.truncate_metrics(start if ckpt is not None else -1)
     clock = TrainClock(float(ckpt.get("trained_s", 0.0)) if ckpt is not None else 0.0)
     # Counted, not step x batch: a resume under torchrun may change the world size (older checkpoints lack it).
     images_before = int(ckpt.get("images_seen", start * cfg.batch_size)) if ckpt is not None else 0
@@ -310,14 +348,14 @@ def _train(cfg: FaceTrainConfig, run: RunFolder, resume: bool, dist: distributed
         previous = {}
     try:
         return _loop(cfg, run, dist, export_name, export_best, verbose, G, D, G_ema, opt_g, opt_d, scaler,
-                     precision, dataset, train_files, held, start, checkpoint, keep_best, stop, clock)
+                     precision, dataset, train_files, held, start, checkpoint, keep_best, stop, clock, upscaler)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
 
 def _loop(cfg, run, dist, export_name, export_best, verbose, G, D, G_ema, opt_g, opt_d, scaler, precision,
-          dataset, train_files, held, start, checkpoint, keep_best, stop, clock) -> int:
+          dataset, train_files, held, start, checkpoint, keep_best, stop, clock, upscaler) -> int:
     """The training steps (split from the set-up so signal handlers are restored afterwards)."""
     dev = dist.device
     fmt = precision.memory_format
@@ -330,6 +368,24 @@ def _loop(cfg, run, dist, export_name, export_best, verbose, G, D, G_ema, opt_g,
         run.write_status("running", step=start, **status_extra)
     _log(verbose, f"training {cfg.arch} {cfg.image_size}px on {len(dataset)} images, steps {start}->{cfg.steps}, "
                   f"batch {world_batch}, device {dev} ({precision.describe()})")
+
+    def evaluate(step: int) -> dict[str, float]:
+        nonlocal reference
+        figures: dict[str, float] = {}
+        if dist.is_main:
+            if reference is None:
+                reference = _reference_stats(cfg, train_files, held, dev)
+            figures = _fid(G_ema if G_ema is not None else _unwrap(G), cfg, reference, dev, upscaler)
+            keep_best(step, figures)
+        distributed.barrier(dist)
+        return figures
+
+    if cfg.fid_every and cfg.init_from and start == 0 < cfg.steps:
+        # The warm start's own figures on this run's measure: the bar its steps must pass
+        figures = evaluate(0)
+        if dist.is_main:
+            run.log(0, **figures, train_hours=0.0)
+        _log(verbose, "step 0 (the warm start) " + " ".join(f"{k}={v:.4g}" for k, v in figures.items()))
 
     sums = torch.zeros(4, device=dev)
     interval_start, interval_steps = time.perf_counter(), 0
@@ -391,13 +447,7 @@ def _loop(cfg, run, dist, export_name, export_best, verbose, G, D, G_ema, opt_g,
         if dist.is_main and (step % cfg.sample_every == 0 or last):
             run.save_sample(step, sample_grid(sampler, fixed_z))
         if cfg.fid_every and (step % cfg.fid_every == 0 or last):
-            if dist.is_main:
-                if reference is None:
-                    reference = _reference_stats(cfg, train_files, held, dev)
-                figures = _fid(sampler, cfg, reference, dev)
-                values.update(figures)
-                keep_best(step, figures)
-            distributed.barrier(dist)
+            values.update(evaluate(step))
         if values:
             values["train_hours"] = clock.hours
             if dist.is_main:
@@ -490,21 +540,33 @@ def _native_side(files: list[Path]) -> int:
     return 0
 
 
-def _fid(generator: nn.Module, cfg: FaceTrainConfig, references: dict[str, Any],
-         dev: torch.device) -> dict[str, float]:
-    """``fid``/``kid`` against the real faces, and ``fid64``/``kid64`` (for a 64 px run) against them shrunk."""
+def _fid(generator: nn.Module, cfg: FaceTrainConfig, references: dict[str, Any], dev: torch.device,
+         upscaler: nn.Module | None = None) -> dict[str, float]:
+    """``fid``/``kid`` against the real faces, ``fid64``/``kid64`` (for a 64 px run) against them shrunk,
+    and with ``upscaler`` ``fid_pair``/``kid_pair``: the same latents' samples upscaled, against the real faces."""
     from animegan.metrics import compute_stats, fid_from_stats, generator_batches, kid_from_features
+
+    def samples() -> Any:
+        return generator_batches(generator, cfg.fid_samples, seed=cfg.seed + 2, device=dev)
+
+    def upscaled() -> Any:
+        for batch in samples():
+            with torch.inference_mode():
+                yield upscaler(batch)
 
     was_training = generator.training
     generator.eval()
-    stats = compute_stats(generator_batches(generator, cfg.fid_samples, seed=cfg.seed + 2, device=dev), device=dev,
-                          limit=cfg.fid_samples)
+    stats = compute_stats(samples(), device=dev, limit=cfg.fid_samples)
+    # (suffix, generated, real): fid{size} against the faces at each reference's size, and the pair's at full size
+    compared = [(size, stats, reference) for size, reference in references.items()]
+    if upscaler is not None:
+        compared.append(("_pair", compute_stats(upscaled(), device=dev, limit=cfg.fid_samples), references[""]))
     generator.train(was_training)
     values = {}
-    for size, reference in references.items():
-        kid, _ = kid_from_features(stats.features, reference.features, subsets=20)
-        values[f"fid{size}"] = fid_from_stats(stats, reference)
-        values[f"kid{size}"] = kid
+    for suffix, generated, reference in compared:
+        kid, _ = kid_from_features(generated.features, reference.features, subsets=20)
+        values[f"fid{suffix}"] = fid_from_stats(generated, reference)
+        values[f"kid{suffix}"] = kid
     return values
 
 
@@ -527,8 +589,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fid-samples", type=int, help="generated images per FID evaluation")
     p.add_argument("--fid-reference", type=int, help="real images for the FID reference statistics (default: all)")
     p.add_argument("--best-by", metavar="FIGURE",
-                   help="the figure whose lowest value picks checkpoints/best.pt: fid (default), or fid64 in a "
-                        "64 px run (against the faces shrunk to its size)")
+                   help="the figure whose lowest value picks checkpoints/best.pt: fid (default), fid64 in a "
+                        "64 px run (against the faces shrunk to its size), or fid_pair with --eval-upscaler")
+    p.add_argument("--eval-upscaler", metavar="WEIGHTS",
+                   help="a 128 px face model (e.g. weights/faces128.safetensors): each evaluation also measures "
+                        "the samples upscaled by its upscaler (fid_pair, kid_pair), what the pair would score")
     p.add_argument("--sample-every", type=int)
     p.add_argument("--checkpoint-every", type=int)
     p.add_argument("--log-every", type=int)
@@ -556,7 +621,7 @@ def asked_values(args: argparse.Namespace) -> dict[str, Any]:
     values: dict[str, Any] = read_config_arg(args.config) if args.config else {}
     flags = {"data": args.data, "steps": args.steps, "arch": args.arch, "image_size": args.size,
              "batch_size": args.batch, "seed": args.seed, "fid_every": args.fid_every, "fid_samples": args.fid_samples,
-             "fid_reference": args.fid_reference, "best_by": args.best_by,
+             "fid_reference": args.fid_reference, "best_by": args.best_by, "eval_upscaler": args.eval_upscaler,
              "sample_every": args.sample_every, "checkpoint_every": args.checkpoint_every,
              "log_every": args.log_every, "holdout": args.holdout, "init_from": args.init_from}
     values.update({k: v for k, v in flags.items() if v is not None})
