@@ -50,7 +50,7 @@ def read_config_arg(text: str) -> dict[str, Any]:
     return values
 
 
-PATH_KEYS = ("data", "generator", "init_from")  # config values that name a file or folder
+PATH_KEYS = ("data", "generator", "init_from", "eval_upscaler")  # config values that name a file or folder
 
 
 def check_resume_keeps_config(saved: dict[str, Any], asked: dict[str, Any],
