@@ -110,7 +110,7 @@ def features_of(batches: Iterable[torch.Tensor], device: str | torch.device | No
         if limit is not None:
             batch = batch[: limit - seen]
         x = _resize(batch.to(dev, torch.float32).clamp(-1, 1))
-        if dev.type == "cpu":  # oneDNN's convolutions run channels_last: 22-25% faster on a 2-core AVX2 EPYC
+        if dev.type == "cpu":  # oneDNN prefers channels_last: 7-27% in bench/fid_bench.py on an AVX2 EPYC
             x = x.contiguous(memory_format=torch.channels_last)
         out.append(net(x).float().cpu().numpy())
         seen += len(batch)
