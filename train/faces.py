@@ -202,14 +202,10 @@ def load_eval_upscaler(weights: str, device: torch.device) -> tuple[nn.Module, s
     of its tensors; one line naming the file when it holds none."""
     from animegan.discriminator_file import tensors_sha256
     from animegan.export import upscaler_state
-    from animegan.models.face_upscaler import FaceUpscaler, FaceUpscalerConfig
+    from animegan.weights import build_from_weights
 
     loaded, state = upscaler_state(weights)
-    try:
-        net = FaceUpscaler(FaceUpscalerConfig(**loaded.metadata["config"]["upscaler"]))
-        net.load_state_dict({k: v.float() for k, v in state.items()})
-    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-        raise AnimeGANError(f"{weights}: its upscaler does not load ({str(exc).splitlines()[0]})") from None
+    net = build_from_weights(loaded).upscaler.float()  # the library's shape checks and errors
     return net.to(device).eval().requires_grad_(False), tensors_sha256(state)
 
 
@@ -369,13 +365,15 @@ def _loop(cfg, run, dist, export_name, export_best, verbose, G, D, G_ema, opt_g,
     _log(verbose, f"training {cfg.arch} {cfg.image_size}px on {len(dataset)} images, steps {start}->{cfg.steps}, "
                   f"batch {world_batch}, device {dev} ({precision.describe()})")
 
+    sampler = G_ema if G_ema is not None else _unwrap(G)  # what the sample grids and evaluations use
+
     def evaluate(step: int) -> dict[str, float]:
         nonlocal reference
         figures: dict[str, float] = {}
         if dist.is_main:
             if reference is None:
                 reference = _reference_stats(cfg, train_files, held, dev)
-            figures = _fid(G_ema if G_ema is not None else _unwrap(G), cfg, reference, dev, upscaler)
+            figures = _fid(sampler, cfg, reference, dev, upscaler)
             keep_best(step, figures)
         distributed.barrier(dist)
         return figures
@@ -443,7 +441,6 @@ def _loop(cfg, run, dist, export_name, export_best, verbose, G, D, G_ema, opt_g,
                           images_per_s=world_batch * interval_steps / max(elapsed, 1e-9))
             sums.zero_()
             interval_steps = 0
-        sampler = G_ema if G_ema is not None else _unwrap(G)
         if dist.is_main and (step % cfg.sample_every == 0 or last):
             run.save_sample(step, sample_grid(sampler, fixed_z))
         if cfg.fid_every and (step % cfg.fid_every == 0 or last):
